@@ -1,0 +1,19 @@
+"""Error types. Every user-facing error says what went wrong, where, and how to fix it."""
+
+from __future__ import annotations
+
+
+class EvopruneError(Exception):
+    """Base class for errors the command line reports as one clean message (no traceback)."""
+
+
+class DatasetNotFoundError(EvopruneError, FileNotFoundError):
+    """A dataset's files are not where we looked. The message names the files, the places and the fix."""
+
+
+class CheckpointError(EvopruneError, ValueError):
+    """A checkpoint file is missing, corrupt or does not match the architecture it claims."""
+
+
+class ConfigError(EvopruneError, ValueError):
+    """A setting is out of range or of the wrong kind."""
