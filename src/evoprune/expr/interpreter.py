@@ -1,0 +1,234 @@
+"""Evaluate a pruning-function tree for **all channels of a layer at once** (spec §2.1).
+
+    score(k) = Σ_c sum( f(P_c, Q_c, n_c, X, m_X, m_P,c, m_Q,c, W_k, W) )
+
+for every channel k, as one tensor ``[C]``. Two strategies, chosen per tree:
+
+* **moments** – when ``P``, ``Q`` and ``X`` only appear directly under ``g_mean``, ``sum``, ``var``,
+  ``std``, ``num`` or ``mean`` (and everything else is built from ``N``, mean maps, kernels and constants),
+  the tree is computed from :class:`~evoprune.expr.stats.ClassStats`, vectorised over channels *and*
+  classes, with no raw feature maps. All seven seeds and the evolved functions are of this kind.
+* **materialised** – otherwise ``X`` (``[N, C, D]``, one layer) is needed; the tree is vectorised over
+  channels and loops over classes, computing class-independent subtrees only once.
+
+Trees that use no per-class operand (``P``, ``Q``, ``N``, ``mP``, ``mQ``) are evaluated once, without the
+class sum: it would only multiply every channel's score by the number of classes. Identical subtrees
+are computed once. The raw result may contain NaN/inf; :func:`sanitize_scores` maps those to −inf.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from evoprune.expr.errors import FormulaError
+from evoprune.expr.nodes import Call, Const, Node, Var, walk
+from evoprune.expr.operands import CLASS_OPERANDS, MAP_OPERANDS, SAMPLE_MATRICES
+from evoprune.expr.primitives import MOMENT_REDUCERS, PRIMITIVES
+from evoprune.expr.shapes import Shape
+from evoprune.expr.stats import ClassStats
+from evoprune.expr.typecheck import infer_all
+
+
+@dataclass(frozen=True)
+class TreeInfo:
+    """What a tree needs in order to be evaluated."""
+
+    shape: Shape  # shape of the tree's value before the final sum
+    label_aware: bool  # uses P, Q, N, mP or mQ
+    uses_maps: bool  # uses any feature-map operand
+    uses_weight: bool  # uses WI or W
+    needs_features: bool  # applies a non-moment operation to P, Q or X (needs raw feature maps)
+
+
+def analyse(tree: Node) -> TreeInfo:
+    shapes = infer_all(tree)
+    names = {n.name for n in walk(tree) if isinstance(n, Var)}
+    raw = False
+    for n in walk(tree):
+        if isinstance(n, Call):
+            for a in n.args:
+                if isinstance(a, Var) and a.name in SAMPLE_MATRICES and n.op not in MOMENT_REDUCERS:
+                    raw = True
+    if isinstance(tree, Var) and tree.name in SAMPLE_MATRICES:
+        raw = True
+    return TreeInfo(
+        shape=shapes[tree],
+        label_aware=bool(names & CLASS_OPERANDS),
+        uses_maps=bool(names & MAP_OPERANDS),
+        uses_weight=bool(names & {"WI", "W"}),
+        needs_features=raw,
+    )
+
+
+def sanitize_scores(scores: Tensor) -> Tensor:
+    """Map NaN and ±inf to −inf, so a non-finite channel is never ranked ahead of a finite one."""
+    return torch.where(torch.isfinite(scores), scores, torch.full_like(scores, float("-inf")))
+
+
+@dataclass
+class _Moments:
+    """Moment view of P, Q or X for a batch of channels × classes: n [1,Bl], s1/s2 [Bc,Bl], pos [Bc,Bl,D]."""
+
+    n: Tensor
+    s1: Tensor
+    s2: Tensor
+    pos: Tensor
+
+    def reduce(self, op: str) -> Tensor:
+        d = self.pos.shape[-1]
+        if op == "num":
+            return self.n
+        if op == "sum":
+            return self.s1
+        if op == "mean":
+            return self.pos / self.n.unsqueeze(-1)
+        mu = self.s1 / (self.n * d)
+        if op == "g_mean":
+            return mu
+        var = (self.s2 / (self.n * d) - mu * mu).clamp_min(0.0)
+        return var if op == "var" else var.sqrt()
+
+
+class _Evaluator:
+    def __init__(self, shapes: dict[Node, Shape], env: dict[str, object], dtype, device) -> None:
+        self.shapes = shapes
+        self.env = env
+        self.dtype = dtype
+        self.device = device
+        self.memo: dict[Node, object] = {}
+
+    def value(self, node: Node) -> object:
+        hit = self.memo.get(node)
+        if hit is not None:
+            return hit
+        if isinstance(node, Var):
+            out = self.env[node.name]
+        elif isinstance(node, Const):
+            out = torch.full((1, 1), float(node.value), dtype=self.dtype, device=self.device)
+        else:
+            if node.op in MOMENT_REDUCERS and isinstance(node.args[0], Var):
+                arg = self.value(node.args[0])
+                if isinstance(arg, _Moments):
+                    out = arg.reduce(node.op)
+                    self.memo[node] = out
+                    return out
+            args = [self.value(a) for a in node.args]
+            spec = PRIMITIVES[node.op]
+            out = spec.apply(args, [self.shapes[a] for a in node.args], self.shapes[node])
+        self.memo[node] = out
+        return out
+
+
+def _channels(stats: ClassStats | None, features: Tensor | None, weight: Tensor | None) -> int:
+    for c in (stats.num_channels if stats is not None else None,
+              features.shape[1] if features is not None else None,
+              weight.shape[0] if weight is not None else None):
+        if c is not None:
+            return int(c)
+    raise ValueError("nothing to score: give stats, features or weight")
+
+
+def _reduce(value: Tensor, shape: Shape) -> Tensor:
+    """[Bc, Bl, *dims] -> [Bc, Bl] by summing the value's own dims (the paper's final np.sum)."""
+    return value.reshape(tuple(value.shape[:2]) + (-1,)).sum(-1) if shape.rank else value
+
+
+def evaluate(
+    tree: Node,
+    *,
+    stats: ClassStats | None = None,
+    features: Tensor | None = None,
+    labels: Tensor | None = None,
+    weight: Tensor | None = None,
+    dtype: torch.dtype = torch.float64,
+    strategy: str = "auto",
+) -> Tensor:
+    """Raw per-channel scores ``[C]`` (higher = more important; may be non-finite).
+
+    ``stats``: sufficient statistics of the layer's feature maps; ``features``: raw maps ``[N, C, ...]``
+    (needed only by trees that do matrix work on P/Q/X; also accepted instead of ``stats``);
+    ``labels``: ``[N]`` class indices for ``features``; ``weight``: the layer weight ``[C_out, ...]``;
+    ``strategy``: "auto", or force "moments" / "materialised" (tests compare the two).
+    """
+    if strategy not in ("auto", "moments", "materialised"):
+        raise ValueError(f"strategy must be auto, moments or materialised, got {strategy!r}")
+    shapes = infer_all(tree)
+    info = analyse(tree)
+    if strategy == "moments" and info.needs_features:
+        raise ValueError("this formula applies matrix operations to P/Q/X: it cannot use moments only")
+    c = _channels(stats, features, weight)
+    device = next((t.device for t in (features, weight) if t is not None),
+                  stats.count.device if stats is not None else torch.device("cpu"))
+    if stats is not None:
+        device = stats.count.device
+    env: dict[str, object] = {}
+    if info.uses_weight:
+        if weight is None:
+            raise ValueError("this formula uses WI/W: the layer weight is required")
+        w = weight.detach().to(device=device, dtype=dtype).reshape(weight.shape[0], -1)
+        if w.shape[0] != c:
+            raise ValueError(f"weight has {w.shape[0]} output channels, the feature maps have {c}")
+        env["WI"] = w[:, None, :]
+        env["W"] = w[None, None]
+    if not info.uses_maps:
+        ev = _Evaluator(shapes, env, dtype, device)
+        return _reduce(ev.value(tree), info.shape).sum(1).expand(c).clone()
+    if info.label_aware and labels is None and not (stats is not None and stats.labelled and not info.needs_features):
+        raise ValueError("this formula is label-aware (uses P, Q, N, mP or mQ): labels are required")
+    if info.needs_features or strategy == "materialised":
+        if features is None:
+            raise ValueError("this formula applies matrix operations to P/Q/X: the layer's raw feature maps "
+                             "are required (collect with needs.features)")
+        return _evaluate_materialised(tree, shapes, info, env, features, labels, dtype, device, c)
+    if stats is None:
+        if features is None:
+            raise ValueError("this formula uses feature maps: give stats or features")
+        stats = ClassStats.from_features(features, labels if info.label_aware else None)
+    return _evaluate_moments(tree, shapes, info, env, stats, dtype, c)
+
+
+def _evaluate_moments(tree, shapes, info: TreeInfo, env, stats: ClassStats, dtype, c: int) -> Tensor:
+    st = stats.present()
+    cnt = st.count.to(dtype)[None, :]  # [1, L]
+    s1 = st.pos_sum.sum(-1).T.to(dtype)  # [C, L]
+    s2 = st.sq_sum.T.to(dtype)
+    pos = st.pos_sum.permute(1, 0, 2).to(dtype)  # [C, L, D]
+    xm = _Moments(cnt.sum(1, keepdim=True), s1.sum(1, keepdim=True), s2.sum(1, keepdim=True),
+                  pos.sum(1, keepdim=True))
+    env["X"] = xm
+    env["mX"] = xm.reduce("mean")
+    if info.label_aware:
+        pm = _Moments(cnt, s1, s2, pos)
+        qm = _Moments(xm.n - cnt, xm.s1 - s1, xm.s2 - s2, xm.pos - pos)
+        env.update(P=pm, Q=qm, N=cnt, mP=pm.reduce("mean"), mQ=qm.reduce("mean"))
+    ev = _Evaluator(shapes, env, dtype, st.count.device)
+    out = ev.value(tree)
+    if isinstance(out, _Moments):  # impossible for a typed tree: a bare P/Q/X is "needs_features"
+        raise FormulaError("internal: a moment view reached the root")
+    return _reduce(out, info.shape).sum(1).expand(c).clone()
+
+
+def _evaluate_materialised(tree, shapes, info: TreeInfo, env, features: Tensor, labels, dtype, device, c) -> Tensor:
+    n = features.shape[0]
+    x = features.detach().to(device=device, dtype=dtype).reshape(n, c, -1).transpose(0, 1)  # [C, N, D]
+    env["X"] = x[:, None]
+    env["mX"] = x.mean(1)[:, None]
+    class_nodes = {node for node in walk(tree) if any(isinstance(v, Var) and v.name in CLASS_OPERANDS
+                                                         for v in walk(node))}
+    ev = _Evaluator(shapes, env, dtype, device)
+    if not info.label_aware:
+        return _reduce(ev.value(tree), info.shape).sum(1).expand(c).clone()
+    y = labels.to(device)
+    total = torch.zeros(c, dtype=dtype, device=device)
+    for cls in torch.unique(y):
+        mask = y == cls
+        p, q = x[:, mask], x[:, ~mask]
+        env.update(P=p[:, None], Q=q[:, None], mP=p.mean(1)[:, None], mQ=q.mean(1)[:, None],
+                   N=torch.full((1, 1), float(p.shape[1]), dtype=dtype, device=device))
+        for node in class_nodes:
+            ev.memo.pop(node, None)
+        total = total + _reduce(ev.value(tree), info.shape).sum(1).expand(c)
+    return total
