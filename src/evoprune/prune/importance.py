@@ -1,0 +1,219 @@
+"""A Torch-Pruning importance that ranks channels with any evoprune metric.
+
+Torch-Pruning asks an importance for one score per channel of a group's root layer (``__call__(group) ->
+Tensor``). Evoprune metrics score the output channels of each conv/linear layer from that layer's feature maps
+(split by class), its weights, BatchNorm or gradients. :class:`MetricImportance` bridges the two: on its first
+call after :meth:`MetricImportance.reset` it scores every prunable layer once on a fixed, class-balanced scoring
+set and caches the result; each group then gets its members' cached scores mapped onto the root's channels
+through Torch-Pruning's index mapping (``root_idxs``), so residual sums and concatenations work.
+
+How coupled layers are combined (``coupling="mean"``, the default): each member layer's scores are divided by the
+mean absolute value of that layer's finite scores, then averaged over the members. A channel of a residual
+stream exists in the output of every conv that writes into the sum and is removed from all of them at once, so
+its importance is their consensus; the per-layer scaling stops the layer with the largest activations from
+deciding alone. For the usual one-member group the scaling is a positive constant, so the ranking is exactly the
+metric's own, as in the paper. It also puts every layer on a comparable scale for global ranking (the same idea
+as Torch-Pruning's default ``normalizer="mean"``). ``coupling="root"`` uses the first member's scores only.
+A non-finite score becomes ``-inf`` and stays ``-inf`` through the combination: such a channel is removed first
+and never kept ahead of a finite one.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any, Literal, Protocol
+
+import torch
+import torch_pruning as tp
+from torch import nn
+
+from evoprune.prune.errors import PruningError
+from evoprune.prune.graph import OUT_CHANNEL_FNS, ROOT_TYPES
+
+Coupling = Literal["mean", "root"]
+
+
+class LayerScorer(Protocol):
+    """Scores the output channels of named layers: ``(model, x, y, layers) -> {layer name: Tensor[C]}``."""
+
+    def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, layers: list[str]) -> dict[str, torch.Tensor]: ...
+
+
+def balanced_scoring_set(
+    x: torch.Tensor, y: torch.Tensor, samples: int, *, seed: int = 0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Up to ``samples`` examples with (as nearly as the data allows) the same count per class, seeded.
+
+    Class-aware metrics compare a class's feature maps with the rest, so an unbalanced scoring set would tilt every
+    score towards the frequent classes.
+    """
+    if samples < 1:
+        raise PruningError(f"the scoring set needs at least one sample, got {samples}")
+    classes = torch.unique(y)
+    per_class = max(1, samples // len(classes))
+    generator = torch.Generator().manual_seed(seed)
+    picks = []
+    for c in classes.tolist():
+        idx = torch.nonzero(y == c).flatten()
+        picks.append(idx[torch.randperm(len(idx), generator=generator)[:per_class]])
+    chosen = torch.cat(picks)
+    chosen = chosen[torch.randperm(len(chosen), generator=generator)][:samples]
+    return x[chosen], y[chosen]
+
+
+def resolve_scorer(metric: Any) -> tuple[str, LayerScorer]:
+    """Turn a metric name or formula, a metric object, or a layer-scoring callable into ``(label, scorer)``.
+
+    Names and formulas go through ``evoprune.metrics.get_metric`` (which suggests close names for typos); metric
+    objects (anything with ``score``) are run by ``evoprune.metrics.scoring.score_layers``.
+    """
+    if isinstance(metric, str):
+        from evoprune.metrics import get_metric
+
+        try:
+            label, metric = metric, get_metric(metric)
+        except ValueError as exc:  # unknown name (with close names) or a formula that does not parse
+            raise PruningError(str(exc)) from exc
+    else:
+        label = str(getattr(metric, "name", None) or getattr(metric, "__name__", None) or type(metric).__name__)
+    if hasattr(metric, "score"):
+        from evoprune.metrics.scoring import score_layers
+
+        chosen = metric
+
+        def scorer(model: nn.Module, x: torch.Tensor, y: torch.Tensor, layers: list[str]) -> dict[str, torch.Tensor]:
+            return score_layers(model, chosen, x, y, layers=layers)
+
+        return label, scorer
+    if callable(metric):
+        return label, metric
+    raise PruningError(f"cannot prune with {metric!r}: give a metric name, a formula, a metric object or a layer scorer")
+
+
+def out_width(layer: nn.Module) -> int:
+    """Output channels of a conv or linear layer."""
+    return int(layer.out_features if isinstance(layer, nn.Linear) else layer.out_channels)
+
+
+def _sanitise(scores: torch.Tensor) -> torch.Tensor:
+    scores = scores.detach().float().flatten().cpu()
+    return torch.where(torch.isfinite(scores), scores, torch.full_like(scores, -math.inf))
+
+
+def _scaled(scores: torch.Tensor) -> torch.Tensor:
+    """Scores divided by their mean absolute finite value (unchanged when that is 0 or there is none)."""
+    finite = scores[torch.isfinite(scores)]
+    scale = finite.abs().mean() if len(finite) else torch.tensor(0.0)
+    return scores / scale if scale > 0 else scores
+
+
+class MetricImportance(tp.importance.Importance):
+    """Torch-Pruning importance backed by an evoprune metric, scored once per pruning step and cached.
+
+    Args:
+        metric: metric name or formula (``"eq3"``, ``"l1"``, ``"div(abs(...), ...)"``), a metric object, a
+            callable ``(model, x, y, layers) -> {layer: scores}``, or a ``(label, scorer)`` pair from
+            :func:`resolve_scorer`.
+        model: the model being pruned (layer names are resolved against it).
+        x, y: data to draw the scoring set from (usually the training split).
+        samples: size of the class-balanced scoring set.
+        seed: seed of the scoring-set draw.
+        layers: conv/linear layers to score (default: all of the model's); the pruner passes the prunable ones.
+        coupling: how the members of a coupled group are combined (module docstring).
+
+    Call :meth:`reset` after the model changes (fine-tuning, pruning) so the next call rescores; scores whose
+    length no longer matches a layer's width are also recomputed automatically.
+    """
+
+    def __init__(
+        self,
+        metric: Any,
+        model: nn.Module,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        *,
+        samples: int = 1000,
+        seed: int = 0,
+        layers: Sequence[str] | None = None,
+        coupling: Coupling = "mean",
+    ) -> None:
+        if coupling not in ("mean", "root"):
+            raise PruningError(f"coupling must be 'mean' or 'root', got {coupling!r}")
+        self.label, self.scorer = metric if isinstance(metric, tuple) else resolve_scorer(metric)
+        self.model = model
+        self.x, self.y = balanced_scoring_set(x, y, samples, seed=seed)
+        self.layers = list(layers) if layers is not None else None
+        self.coupling = coupling
+        self.scores: dict[str, torch.Tensor] | None = None
+        self.evaluations = 0  # how many times the metric was run (tests check the cache)
+
+    def reset(self) -> None:
+        """Forget the cached scores; the next call scores the model again."""
+        self.scores = None
+
+    def _layer_names(self) -> list[str]:
+        if self.layers is not None:
+            return list(self.layers)
+        return [n for n, m in self.model.named_modules() if isinstance(m, ROOT_TYPES)]
+
+    def layer_scores(self) -> dict[str, torch.Tensor]:
+        """Cached ``{layer name: sanitised scores}`` for the layers to score, computing them if needed."""
+        if self.scores is None or any(len(v) != out_width(self.model.get_submodule(n)) for n, v in self.scores.items()):
+            self.scores = self._compute()
+        return self.scores
+
+    def _compute(self) -> dict[str, torch.Tensor]:
+        names = self._layer_names()
+        param = next(self.model.parameters())
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            with torch.enable_grad():  # Torch-Pruning calls importances under no_grad; gradient metrics need it
+                raw = self.scorer(self.model, self.x.to(param.device), self.y.to(param.device), names)
+        finally:
+            self.model.train(was_training)
+        self.evaluations += 1
+        out: dict[str, torch.Tensor] = {}
+        for name in names:
+            if name not in raw:
+                raise PruningError(f"metric {self.label!r} returned no scores for layer {name!r}")
+            scores = _sanitise(torch.as_tensor(raw[name]))
+            width = out_width(self.model.get_submodule(name))
+            if len(scores) != width:
+                raise PruningError(
+                    f"metric {self.label!r} gave {len(scores)} scores for layer {name!r}, which has {width} output channels"
+                )
+            out[name] = scores
+        return out
+
+    @torch.no_grad()
+    def __call__(self, group: tp.dependency.Group) -> torch.Tensor | None:
+        """One score per channel of the group's root (higher = keep); None when no member was scored."""
+        scores = self.layer_scores()
+        names = {m: n for n, m in self.model.named_modules()}
+        n_root = len(group[0].idxs)
+        parts: list[torch.Tensor] = []
+        for item in group:
+            dep, idxs = item.dep, item.idxs
+            layer = dep.target.module
+            if dep.handler not in OUT_CHANNEL_FNS or not isinstance(layer, ROOT_TYPES):
+                continue
+            name = names.get(layer)
+            root_idxs = item.root_idxs
+            if name not in scores or root_idxs is None or any(r is None for r in root_idxs):
+                continue
+            member = _scaled(scores[name]) if self.coupling == "mean" else scores[name]
+            mapped = torch.full((n_root,), math.nan)
+            mapped[torch.as_tensor(list(root_idxs), dtype=torch.long)] = member[torch.as_tensor(list(idxs), dtype=torch.long)]
+            parts.append(mapped)
+            if self.coupling == "root":
+                break
+        if not parts:
+            return None
+        stacked = torch.stack(parts)
+        # Average over the members that map onto each root channel (all of them, except in odd index mappings).
+        present = ~torch.isnan(stacked)
+        total = torch.where(present, stacked, torch.zeros_like(stacked)).sum(0)
+        count = present.sum(0)
+        return torch.where(count > 0, total / count.clamp(min=1), torch.full_like(total, -math.inf))

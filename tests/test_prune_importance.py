@@ -1,0 +1,103 @@
+"""MetricImportance: a Torch-Pruning importance that scores once per step, maps coupled layers onto the root,
+handles non-finite scores, and plugs into Torch-Pruning's own pruner."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch_pruning as tp
+from torch import nn
+
+from evoprune.data import load_dataset
+from evoprune.models import build_model
+from evoprune.prune import ChannelPruner, MetricImportance, ModelGraph, PruneSchedule, balanced_scoring_set
+
+
+def fixed_scores(table: dict[str, torch.Tensor]):
+    def scorer(model: nn.Module, x: torch.Tensor, y: torch.Tensor, layers: list[str]) -> dict[str, torch.Tensor]:
+        return {n: table[n] for n in layers}
+
+    return scorer
+
+
+def weight_l1(model: nn.Module, x: torch.Tensor, y: torch.Tensor, layers: list[str]) -> dict[str, torch.Tensor]:
+    return {n: model.get_submodule(n).weight.detach().flatten(1).abs().sum(1) for n in layers}
+
+
+def test_balanced_scoring_set_is_balanced_and_seeded() -> None:
+    y = torch.tensor([0] * 50 + [1] * 30 + [2] * 20)
+    x = torch.arange(100).float().view(100, 1, 1, 1)
+    xs, ys = balanced_scoring_set(x, y, 30, seed=3)
+    assert torch.bincount(ys).tolist() == [10, 10, 10]
+    assert torch.equal(balanced_scoring_set(x, y, 30, seed=3)[0], xs)
+    assert not torch.equal(balanced_scoring_set(x, y, 30, seed=4)[0], xs)
+
+
+def test_residual_group_combines_member_scores_after_scaling() -> None:
+    model = build_model("resnet_cifar", num_classes=4, depth=8, width=0.25)  # one block per stage, stem 4 channels
+    graph = ModelGraph(model, torch.zeros(1, 1, 12, 12))
+    group = next(g for g in graph.prunable_groups() if len(g.members) > 1)
+    assert group.members == ("conv1", "layer1.0.conv2")
+    table = {n: torch.rand(model.get_submodule(n).weight.shape[0]) for n, m in model.named_modules()
+             if isinstance(m, (nn.Conv2d, nn.Linear))}
+    table["conv1"] = torch.tensor([1.0, 2.0, 3.0, 6.0])  # mean 3
+    table["layer1.0.conv2"] = torch.tensor([40.0, 10.0, 20.0, 10.0])  # mean 20
+    x, y = torch.zeros(8, 1, 12, 12), torch.arange(8) % 4
+    mean = MetricImportance(fixed_scores(table), model, x, y, samples=8)(graph.tp_group(group))
+    expected = (torch.tensor([1.0, 2.0, 3.0, 6.0]) / 3 + torch.tensor([40.0, 10.0, 20.0, 10.0]) / 20) / 2
+    assert torch.allclose(mean, expected)
+    root = MetricImportance(fixed_scores(table), model, x, y, samples=8, coupling="root")(graph.tp_group(group))
+    assert torch.allclose(root, torch.tensor([1.0, 2.0, 3.0, 6.0]))
+
+
+def test_non_finite_scores_rank_last() -> None:
+    model = build_model("lenet5")
+    graph = ModelGraph(model, torch.zeros(1, 1, 28, 28))
+    conv1 = graph.prunable_groups()[0]
+    table = {"conv1": torch.arange(20.0), "conv2": torch.ones(50), "fc1": torch.ones(500), "fc2": torch.ones(10)}
+    table["conv1"][5], table["conv1"][7] = math.nan, math.inf
+    scores = MetricImportance(fixed_scores(table), model, torch.zeros(4, 1, 28, 28), torch.arange(4), samples=4)(
+        graph.tp_group(conv1))
+    assert scores[5] == -math.inf and scores[7] == -math.inf
+    assert torch.isfinite(scores[[i for i in range(20) if i not in (5, 7)]]).all()
+
+
+def test_metric_runs_once_per_step_and_again_after_reset() -> None:
+    data = load_dataset("synthetic", num_samples=160, num_classes=4, image_size=28)
+    pruner = ChannelPruner(weight_l1, schedule="lenet5_paper", finetune=None, latency_batch_sizes=()).prune(
+        build_model("lenet5", num_classes=4), data)
+    assert pruner.importance_.evaluations == 3
+
+
+def test_wrong_score_length_is_reported() -> None:
+    model = build_model("lenet5")
+    table = {"conv1": torch.ones(7)}
+    imp = MetricImportance(fixed_scores(table), model, torch.zeros(4, 1, 28, 28), torch.arange(4), samples=4,
+                           layers=["conv1"])
+    with pytest.raises(ValueError, match="gave 7 scores for layer 'conv1', which has 20 output channels"):
+        imp.layer_scores()
+
+
+def test_works_inside_torch_prunings_own_pruner() -> None:
+    torch.manual_seed(0)
+    model = build_model("resnet_cifar", num_classes=4, depth=8, width=0.5)
+    x, y = torch.rand(16, 1, 12, 12), torch.arange(16) % 4
+    importance = MetricImportance(weight_l1, model, x, y, samples=16)
+    pruner = tp.pruner.BasePruner(model, x[:1], importance=importance, pruning_ratio=0.5, ignored_layers=[model.fc])
+    pruner.step()
+    assert model.conv1.out_channels == 4 and model.layer3[0].conv1.out_channels == 16
+    assert model(x).shape == (16, 4)
+    assert importance.evaluations == 1
+
+
+def test_real_metric_by_name_when_the_library_is_there() -> None:
+    pytest.importorskip("evoprune.metrics")
+    data = load_dataset("synthetic", num_samples=160, num_classes=4, image_size=28)
+    for metric in ("eq3", "WL1", "Taylor", "BNScale"):
+        model = build_model("lenet5", num_classes=4) if metric != "BNScale" else build_model(
+            "vgg", num_classes=4, depth=11, width=0.25)
+        pruner = ChannelPruner(metric, schedule=PruneSchedule(ratio=0.5), finetune=None, latency_batch_sizes=(),
+                               scoring_samples=40).prune(model, data)
+        assert pruner.result_.macs_kept < 0.5
