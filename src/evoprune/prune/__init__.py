@@ -15,7 +15,7 @@ from evoprune.prune.graph import ChannelGroup, ModelGraph
 from evoprune.prune.importance import MetricImportance, balanced_scoring_set
 from evoprune.prune.io import export_onnx, load_pruned, pruning_history_of, replay_history, save_pruned
 from evoprune.prune.pruner import ChannelPruner, ModelStats, PruneResult, StepRecord
-from evoprune.prune.schedule import PRESETS, PruneSchedule, get_preset, resolve
+from evoprune.prune.schedule import PRESETS, PresetSchedule, PruneSchedule, get_preset, resolve
 
 __all__ = [
     "PRESETS",
@@ -24,6 +24,7 @@ __all__ = [
     "MetricImportance",
     "ModelGraph",
     "ModelStats",
+    "PresetSchedule",
     "PruneResult",
     "PruneSchedule",
     "PruningError",

@@ -43,23 +43,16 @@ class LayerScorer(Protocol):
 def balanced_scoring_set(
     x: torch.Tensor, y: torch.Tensor, samples: int, *, seed: int = 0
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Up to ``samples`` examples with (as nearly as the data allows) the same count per class, seeded.
+    """Up to ``samples`` examples with the same count per class (as far as the data allows), seeded.
 
     Class-aware metrics compare a class's feature maps with the rest, so an unbalanced scoring set would tilt every
-    score towards the frequent classes.
+    score towards the frequent classes. The draw is the metric library's :func:`evoprune.metrics.scoring_set`.
     """
+    from evoprune.metrics import scoring_set
+
     if samples < 1:
         raise PruningError(f"the scoring set needs at least one sample, got {samples}")
-    classes = torch.unique(y)
-    per_class = max(1, samples // len(classes))
-    generator = torch.Generator().manual_seed(seed)
-    picks = []
-    for c in classes.tolist():
-        idx = torch.nonzero(y == c).flatten()
-        picks.append(idx[torch.randperm(len(idx), generator=generator)[:per_class]])
-    chosen = torch.cat(picks)
-    chosen = chosen[torch.randperm(len(chosen), generator=generator)][:samples]
-    return x[chosen], y[chosen]
+    return scoring_set(x, y, size=samples, seed=seed)
 
 
 def resolve_scorer(metric: Any) -> tuple[str, LayerScorer]:

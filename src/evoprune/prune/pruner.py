@@ -27,7 +27,7 @@ from evoprune.prune.errors import PruningError
 from evoprune.prune.graph import ChannelGroup, ModelGraph, matches
 from evoprune.prune.importance import Coupling, MetricImportance, resolve_scorer
 from evoprune.prune.io import save_pruned
-from evoprune.prune.schedule import PruneSchedule, ResolvedSchedule, get_preset, resolve
+from evoprune.prune.schedule import PresetSchedule, PruneSchedule, ResolvedSchedule, get_preset, resolve
 from evoprune.prune.selection import select_global, select_local
 from evoprune.train import TrainConfig, evaluate, get_train_preset, train
 
@@ -98,8 +98,9 @@ class ChannelPruner:
     Args:
         metric: metric name or formula (``"l1"``, ``"eq3"``, ``"div(...)"``), a metric object, or a callable
             ``(model, x, y, layers) -> {layer: scores}`` (see :class:`MetricImportance`).
-        schedule: a :class:`PruneSchedule` or a preset name (``"lenet5_paper"``, ``"vgg16_paper"``,
-            ``"resnet56_paper"``).
+        schedule: a :class:`PruneSchedule`, or a preset name (``"lenet5_paper"``, ``"vgg16_paper"``,
+            ``"resnet56_paper"``) or :class:`PresetSchedule` (a preset with global ranking, ignored layers or a
+            minimum width).
         scoring_samples: size of the class-balanced scoring set drawn from the training split.
         coupling: how coupled layers' scores combine (``"mean"`` or ``"root"``; see ``importance``).
         finetune: a :class:`TrainConfig`, a training preset name (default ``"finetune"``), or None for none.
@@ -120,7 +121,7 @@ class ChannelPruner:
         self,
         metric: Any = "l1",
         *,
-        schedule: PruneSchedule | str = PruneSchedule(ratio=0.3),
+        schedule: PruneSchedule | PresetSchedule | str = PruneSchedule(ratio=0.3),
         scoring_samples: int = 1000,
         coupling: Coupling = "mean",
         finetune: TrainConfig | str | None = "finetune",
@@ -309,9 +310,11 @@ class ChannelPruner:
     def _resolve_schedule(self, graph: ModelGraph) -> PruneSchedule:
         if isinstance(self.schedule, PruneSchedule):
             return self.schedule
-        if isinstance(self.schedule, str):
-            return get_preset(self.schedule).build(graph.prunable_groups())
-        raise PruningError(f"schedule must be a PruneSchedule or a preset name, got {self.schedule!r}")
+        preset = PresetSchedule(self.schedule) if isinstance(self.schedule, str) else self.schedule
+        if isinstance(preset, PresetSchedule):
+            get_preset(preset.name)  # an unknown name fails here, with suggestions
+            return preset.build(graph.prunable_groups(preset.ignore))
+        raise PruningError(f"schedule must be a PruneSchedule, a PresetSchedule or a preset name, got {self.schedule!r}")
 
     def _finetune_config(self) -> TrainConfig | None:
         if self.finetune is None:

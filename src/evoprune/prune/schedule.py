@@ -221,6 +221,22 @@ PRESETS: dict[str, Preset] = {
 }
 
 
+@dataclass(frozen=True)
+class PresetSchedule:
+    """A named preset plus the settings that do not change what it removes (ranking scope, ignored layers,
+    minimum width). A plain preset name is shorthand for ``PresetSchedule(name)``."""
+
+    name: str
+    global_ranking: bool = False
+    ignore: tuple[str, ...] = ()
+    min_channels: int = 1
+
+    def build(self, groups: list[ChannelGroup]) -> PruneSchedule:
+        """The preset's schedule for a model whose (non-ignored) prunable groups are ``groups``."""
+        return get_preset(self.name).build(groups).replace(
+            global_ranking=self.global_ranking, ignore=tuple(self.ignore), min_channels=self.min_channels)
+
+
 def get_preset(name: str) -> Preset:
     if name not in PRESETS:
         close = difflib.get_close_matches(name, list(PRESETS), n=1, cutoff=0.4)
