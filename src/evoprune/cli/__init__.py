@@ -16,6 +16,7 @@ from evoprune.errors import EvopruneError
 COMMANDS: tuple[str, ...] = (
     "demo",
     "train",
+    "metrics",
     "prune",
 )
 

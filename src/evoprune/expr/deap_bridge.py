@@ -82,7 +82,8 @@ def build_primitive_set(
     """A ``deap.gp.PrimitiveSetTyped`` over our operands and primitives.
 
     ``constants``: scalar constant terminals to add (the paper has none); ``exclude``: primitive or
-    operand names to leave out. Every universe shape must have a terminal, or DEAP's generators fail.
+    operand names to leave out (shapes left without a terminal by that leave the universe). Every
+    universe shape must have a terminal, or DEAP's generators could not finish a tree of that type.
     """
     excluded = set(exclude)
     unknown = excluded - set(PRIMITIVES) - set(OPERANDS)
@@ -100,6 +101,8 @@ def build_primitive_set(
     for value in constants:
         pset.addTerminal(float(value), deap_type(SCALAR))
         have_terminal.add(SCALAR)
+    operand_shapes = {o.shape for o in OPERANDS.values()}
+    uni = [s for s in uni if s in have_terminal or s not in operand_shapes]  # shapes of excluded operands
     missing = [str(s) for s in uni if s not in have_terminal]
     if missing:
         raise ValueError(f"no terminal for universe shapes {missing}: DEAP could not finish trees of those types")

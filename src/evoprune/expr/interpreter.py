@@ -176,12 +176,13 @@ def evaluate(
     if not info.uses_maps:
         ev = _Evaluator(shapes, env, dtype, device)
         return _reduce(ev.value(tree), info.shape).sum(1).expand(c).clone()
-    if info.label_aware and labels is None and not (stats is not None and stats.labelled and not info.needs_features):
+    materialise = info.needs_features or strategy == "materialised"
+    if materialise and features is None:
+        raise ValueError("this formula applies matrix operations to P/Q/X: the layer's raw feature maps "
+                         "are required (collect with needs.features)")
+    if info.label_aware and labels is None and not (stats is not None and stats.labelled and not materialise):
         raise ValueError("this formula is label-aware (uses P, Q, N, mP or mQ): labels are required")
-    if info.needs_features or strategy == "materialised":
-        if features is None:
-            raise ValueError("this formula applies matrix operations to P/Q/X: the layer's raw feature maps "
-                             "are required (collect with needs.features)")
+    if materialise:
         return _evaluate_materialised(tree, shapes, info, env, features, labels, dtype, device, c)
     if stats is None:
         if features is None:
@@ -208,7 +209,10 @@ def _evaluate_moments(tree, shapes, info: TreeInfo, env, stats: ClassStats, dtyp
     out = ev.value(tree)
     if isinstance(out, _Moments):  # impossible for a typed tree: a bare P/Q/X is "needs_features"
         raise FormulaError("internal: a moment view reached the root")
-    return _reduce(out, info.shape).sum(1).expand(c).clone()
+    per_class = _reduce(out, info.shape)
+    if info.label_aware:  # a value may have lost its class axis (e.g. num(mP)): it still counts per class
+        per_class = per_class.expand(per_class.shape[0], st.count.shape[0])
+    return per_class.sum(1).expand(c).clone()
 
 
 def _evaluate_materialised(tree, shapes, info: TreeInfo, env, features: Tensor, labels, dtype, device, c) -> Tensor:

@@ -9,7 +9,13 @@ declares its :class:`Needs` and exposes ``score(LayerData) -> Tensor[C]``.
 
 from evoprune.metrics.base import Metric, needs_of_tree
 from evoprune.metrics.layer_data import LayerData, Needs
-from evoprune.metrics.registry import UnknownMetricError, get_metric, list_metrics, register_metric
+from evoprune.metrics.registry import (
+    UnknownMetricError,
+    get_metric,
+    list_metrics,
+    register_metric,
+    unregister_metric,
+)
 from evoprune.metrics.scoring import (
     FeaturePoint,
     collect_layer_data,
@@ -24,5 +30,5 @@ from evoprune.expr.stats import ClassStats
 __all__ = [
     "ClassStats", "FeaturePoint", "LayerData", "Metric", "Needs", "UnknownMetricError", "collect_layer_data",
     "feature_points", "get_metric", "iter_layer_data", "list_metrics", "needs_of_tree", "prunable_layers",
-    "register_metric", "score_layers", "scoring_set",
+    "register_metric", "score_layers", "scoring_set", "unregister_metric",
 ]

@@ -41,6 +41,16 @@ def register_metric(metric: Metric, *, replace: bool = False) -> Metric:
     return metric
 
 
+def unregister_metric(name: str) -> None:
+    """Remove a metric (and its aliases) added with :func:`register_metric`."""
+    key = _LOOKUP.get(name.lower())
+    if key is None:
+        raise UnknownMetricError(name, close_names(name, _all_names()))
+    metric = _REGISTRY.pop(key)
+    for k in (metric.name, *metric.aliases):
+        _LOOKUP.pop(k.lower(), None)
+
+
 for _m in builtin_metrics():
     register_metric(_m)
 
