@@ -70,15 +70,15 @@ def run(args: argparse.Namespace) -> int:
         "best_epoch": result.best_epoch, "val_accuracy": result.best_val_accuracy,
         "test_accuracy": test.accuracy, "test_loss": test.loss,
     })
-    table = Table(title=f"{args.model} on {data.name}",
-                  caption=f"selected on validation (epoch {result.best_epoch}); test reported once")
+    table = Table(title=f"{args.model} on {data.name}")
     for column in ("split", "accuracy", "loss"):
         table.add_column(column, justify="right")
     best = result.history[result.best_epoch - 1] if result.history else {}
     table.add_row("val", f"{result.best_val_accuracy:.4f}", f"{best.get('val_loss', float('nan')):.4f}")
     table.add_row("test", f"{test.accuracy:.4f}", f"{test.loss:.4f}")
     console.print(table)
-    console.print(f"{result.samples_seen:,} samples in {result.seconds:.1f} s; checkpoint: {out}")
+    console.print(f"Selected on validation (epoch {result.best_epoch} of {config.epochs}); test reported once.")
+    console.print(f"{result.samples_seen:,} training samples in {result.seconds:.1f} s; checkpoint: {out}")
     summary = {"model": args.model, "data": data.name, "seed": args.seed, "val_accuracy": result.best_val_accuracy,
                "test_accuracy": test.accuracy, "test_loss": test.loss, "seconds": result.seconds, "checkpoint": str(out)}
     out.with_suffix(".json").write_text(json.dumps(summary, indent=2) + "\n")
