@@ -18,6 +18,7 @@ COMMANDS: tuple[str, ...] = (
     "train",
     "metrics",
     "prune",
+    "search",
 )
 
 

@@ -1,0 +1,240 @@
+"""``search_masks``: one SA or GA mask search from a trained model to a ``SearchResult``.
+
+Order of work: baseline metrics → caps per layer → one phase per layer, front to back (plus a joint phase over all
+layers if configured) → final metrics with a plain full forward → optional fine-tuning with the masks fixed →
+random and magnitude baselines at the same sparsity. The model's weights are never modified (fine-tuning works on
+one copy); it is put on ``device`` and left in the train/eval mode it came in.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import platform
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
+
+import torch
+from torch import nn
+from torch.nn.utils import prune
+
+from evoprune.device import resolve_device
+from evoprune.errors import ConfigError
+from evoprune.progress import make_progress
+from evoprune.search.baselines import BASELINE_KINDS, baseline_masks
+from evoprune.search.config import ALGORITHMS, SearchConfig, preset
+from evoprune.search.evaluator import MaskEvaluator, Metrics, evaluate_masked
+from evoprune.search.ga import run_ga_phase
+from evoprune.search.graph import LayerGraph
+from evoprune.search.masks import apply_masks, layer_stats
+from evoprune.search.objective import Constraint, Objective, mask_sparsity
+from evoprune.search.result import SearchResult
+from evoprune.search.sa import run_sa_phase
+from evoprune.search.schedules import budget_shares, seed_loss_caps
+from evoprune.search.state import Phase, SearchState
+
+
+class _Split(Protocol):
+    x: torch.Tensor
+    y: torch.Tensor
+
+
+class _Data(Protocol):
+    """What the search needs of ``evoprune.data.DatasetSplits`` (``train``/``val`` only for fine-tuning and
+    validation-selected presets)."""
+
+    train: _Split
+    val: _Split
+    test: _Split
+
+
+def _metrics_dict(m: Metrics) -> dict[str, float]:
+    return {"loss": m.loss, "accuracy": m.accuracy}
+
+
+def _selection_data(data: _Data, config: SearchConfig, seed: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    split = getattr(data, config.selection_split, None)
+    if split is None or len(split.y) == 0:
+        raise ConfigError(f"the {config.preset!r} preset selects on the {config.selection_split!r} split, which this data lacks or is empty")
+    x, y = split.x, split.y
+    if config.eval_size is not None and config.eval_size < len(y):
+        idx = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed))[:config.eval_size]
+        x, y = x[idx], y[idx]
+    return x.to(device), y.to(device)
+
+
+def _phases(graph: LayerGraph, config: SearchConfig, algorithm: str, baseline: Metrics) -> list[Phase]:
+    layers = graph.layers
+    if config.caps == "seed":
+        indices = config.layer_indices if config.layer_indices is not None else tuple(l.ref_index for l in layers)
+        if len(indices) != len(layers):
+            raise ConfigError(f"layer_indices has {len(indices)} entries for {len(layers)} searched layers")
+        total = config.total_layers if config.total_layers is not None else graph.total_ref_layers
+        scale = baseline.loss / config.cap_reference_loss if config.cap_reference_loss else 1.0
+        caps = seed_loss_caps(indices, total, config.loss_to_warmup, scale)
+        constraints = [Constraint("loss", cap) for cap in caps]
+        final = constraints[-1]
+    else:
+        shares = budget_shares([l.numel for l in layers], config.warmup)
+        if config.budget_metric == "loss":
+            constraints = [Constraint("loss", baseline.loss * (1 + config.budget * s)) for s in shares]
+            final = Constraint("loss", baseline.loss * (1 + config.budget))
+        else:
+            constraints = [Constraint("accuracy", baseline.accuracy - config.budget * s) for s in shares]
+            final = Constraint("accuracy", baseline.accuracy - config.budget)
+    phases = [Phase(l.name, (l.name,), c) for l, c in zip(layers, constraints)]
+    joint = config.sa.joint_iterations if algorithm == "sa" else config.ga.joint_generations
+    if joint > 0 and len(layers) > 0:
+        phases.append(Phase("joint", tuple(l.name for l in layers), final))
+    return phases
+
+
+def _planned_evaluations(phases: Sequence[Phase], config: SearchConfig, algorithm: str) -> int:
+    total = 0
+    for phase in phases:
+        if algorithm == "sa":
+            total += 1 + (config.sa.joint_iterations if phase.label == "joint" else config.sa.iterations)
+        else:
+            gens = config.ga.joint_generations if phase.label == "joint" else config.ga.generations
+            total += config.ga.population + gens * (config.ga.population - config.ga.elite)
+    return total
+
+
+def _finetune(model: nn.Module, masks: dict[str, torch.Tensor], data: _Data, config: SearchConfig, seed: int,
+              device: torch.device, progress: bool, label: str) -> tuple[dict[str, dict[str, float]], dict[str, torch.Tensor]]:
+    """Train a copy of ``model`` with ``masks`` fixed (prune hooks zero the masked weights in every forward and
+    their gradients), selecting the epoch on validation; return val/test metrics and the masked weights."""
+    from evoprune.train import TRAIN_PRESETS, evaluate, train
+
+    tuned = apply_masks(copy.deepcopy(model), masks)
+    train_config = TRAIN_PRESETS["finetune"].with_overrides(epochs=config.finetune_epochs, lr=config.finetune_lr, seed=seed)
+    train(tuned, data, train_config, device=device, progress=progress, description=f"fine-tune {label}")
+    metrics = {split: evaluate(tuned, getattr(data, split).x, getattr(data, split).y, device=device) for split in ("val", "test")}
+    for name in masks:
+        prune.remove(tuned.get_submodule(name), "weight")
+    state = {k: v.detach().cpu().clone() for k, v in tuned.state_dict().items()}
+    return {k: {"loss": m.loss, "accuracy": m.accuracy} for k, m in metrics.items()}, state
+
+
+def _machine() -> dict[str, Any]:
+    return {"torch": torch.__version__, "threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
+            "processor": platform.processor() or platform.machine(), "python": platform.python_version()}
+
+
+def search_masks(
+    model: nn.Module,
+    data: _Data,
+    *,
+    algorithm: str = "sa",
+    config: SearchConfig | str = "seed",
+    layers: Sequence[str] | None = None,
+    seed: int = 0,
+    device: str | torch.device = "auto",
+    progress: bool = False,
+    on_record: Callable[[dict[str, Any]], None] | None = None,
+) -> SearchResult:
+    """Search weight masks of ``model`` (a trained classifier returning logits) with SA or GA, layer by layer.
+
+    ``config`` is a ``SearchConfig`` or a preset name (``"seed"``, ``"improved"``); ``layers`` restricts the
+    search to some conv/linear layers (default: all, in forward order). ``data`` is a
+    ``evoprune.data.DatasetSplits`` (any object with ``train``/``val``/``test`` splits having ``x`` and ``y``).
+    ``on_record`` receives every history record as it is logged. The result's masks are one bool tensor per
+    searched layer's weight; biases are never pruned.
+    """
+    start_time = time.perf_counter()
+    if algorithm not in ALGORITHMS:
+        raise ConfigError(f"algorithm must be one of {', '.join(ALGORITHMS)}, got {algorithm!r}")
+    cfg = preset(config) if isinstance(config, str) else config
+    if prune.is_pruned(model):
+        raise ConfigError("the model already carries torch.nn.utils.prune masks; call prune.remove() on its layers first")
+    dev = resolve_device(device)
+    model.to(dev)
+    was_training = model.training
+    model.eval()
+    try:
+        graph = LayerGraph(model, layers)
+        x_sel, y_sel = _selection_data(data, cfg, seed, dev)
+        x_test, y_test = data.test.x.to(dev), data.test.y.to(dev)
+        base_sel = evaluate_masked(model, {}, x_sel, y_sel, batch_size=cfg.batch_size)
+        baseline = {"selection": _metrics_dict(base_sel),
+                    "test": _metrics_dict(evaluate_masked(model, {}, x_test, y_test, batch_size=cfg.batch_size))}
+        if cfg.selection_split == "val":
+            baseline["val"] = baseline["selection"]
+        phases = _phases(graph, cfg, algorithm, base_sel)
+        warnings = [f"phase {p.label}: the unpruned model already breaks its cap ({p.constraint.describe()}; loss "
+                    f"{base_sel.loss:.4f}, accuracy {base_sel.accuracy:.4f}), so nothing can be pruned there"
+                    for p in phases if p.constraint.violated(base_sel.loss, base_sel.accuracy)]
+        evaluator = MaskEvaluator(graph, x_sel, y_sel, batch_size=cfg.batch_size,
+                                  population_batch_size=cfg.population_batch_size)
+        objective = Objective(base_sel.loss, cfg.eps, cfg.penalty)
+        generator = torch.Generator().manual_seed(seed)
+        with make_progress(progress) as bar:
+            task = bar.add_task(f"{algorithm.upper()} {cfg.preset}", total=_planned_evaluations(phases, cfg, algorithm), status="")
+
+            def record_hook(record: dict[str, Any]) -> None:
+                bar.update(task, completed=record["evaluations"], status=(
+                    f"{record['phase']} cost {record['cost']:.4g} sparsity {record['sparsity']:.3f} "
+                    f"loss {record['loss']:.4f} acc {record['accuracy']:.4f}"))
+                if on_record is not None:
+                    on_record(record)
+
+            state = SearchState(evaluator, objective, cfg.sparsity, generator, magnitude_bias=cfg.magnitude_bias,
+                                on_record=record_hook)
+            phase_reports = []
+            search_start = time.perf_counter()
+            for phase in phases:
+                t0, e0 = time.perf_counter(), evaluator.evaluations
+                if algorithm == "sa":
+                    steps = cfg.sa.joint_iterations if phase.label == "joint" else cfg.sa.iterations
+                    score = run_sa_phase(state, phase, cfg, steps)
+                else:
+                    gens = cfg.ga.joint_generations if phase.label == "joint" else cfg.ga.generations
+                    score = run_ga_phase(state, phase, cfg, gens)
+                seconds, evals = time.perf_counter() - t0, evaluator.evaluations - e0
+                phase_reports.append({
+                    "phase": phase.label, "layers": list(phase.layers), "constraint": phase.constraint.metric,
+                    "limit": phase.constraint.limit, "evaluations": evals, "seconds": seconds,
+                    "ms_per_evaluation": 1000 * seconds / max(evals, 1), **{f"end_{k}": v for k, v in score.as_dict().items()},
+                })
+            search_seconds = time.perf_counter() - search_start
+        masks = {name: mask.detach().cpu().clone() for name, mask in evaluator.masks.items()}
+        final = {"selection": _metrics_dict(evaluate_masked(model, masks, x_sel, y_sel, batch_size=cfg.batch_size)),
+                 "test": _metrics_dict(evaluate_masked(model, masks, x_test, y_test, batch_size=cfg.batch_size))}
+        if cfg.selection_split == "val":
+            final["val"] = final["selection"]
+        finetuned, state_dict = None, None
+        if cfg.finetune_epochs > 0:
+            finetuned, state_dict = _finetune(model, masks, data, cfg, seed, dev, progress, algorithm.upper())
+        sparsity = {"global": mask_sparsity(masks, "global"), "mean_layer": mask_sparsity(masks, "mean_layer")}
+        by_layer = {p["phase"]: p for p in phase_reports}
+        layer_rows = []
+        for layer, stats in zip(graph.layers, layer_stats(masks)):
+            report = by_layer.get(layer.name, {})
+            layer_rows.append({**stats, "ref_index": layer.ref_index, "constraint": report.get("constraint"),
+                               "limit": report.get("limit"), "evaluations": report.get("evaluations"),
+                               "seconds": report.get("seconds"), "ms_per_evaluation": report.get("ms_per_evaluation")})
+        baselines = []
+        if cfg.baselines:
+            weights = {name: w.cpu() for name, w in evaluator.weights0.items()}
+            bgen = torch.Generator().manual_seed(seed + 1)
+            for kind in BASELINE_KINDS:
+                bmasks = baseline_masks(kind, weights, masks, bgen)
+                row: dict[str, Any] = {
+                    "kind": kind, "sparsity_global": mask_sparsity(bmasks, "global"),
+                    "sparsity_mean_layer": mask_sparsity(bmasks, "mean_layer"),
+                    "selection": _metrics_dict(evaluate_masked(model, bmasks, x_sel, y_sel, batch_size=cfg.batch_size)),
+                    "test": _metrics_dict(evaluate_masked(model, bmasks, x_test, y_test, batch_size=cfg.batch_size)),
+                }
+                if cfg.finetune_epochs > 0:
+                    row["finetuned"], _ = _finetune(model, bmasks, data, cfg, seed, dev, progress, kind)
+                baselines.append(row)
+    finally:
+        model.train(was_training)
+    return SearchResult(
+        algorithm=algorithm, config=cfg, seed=seed, masks=masks, selection_split=cfg.selection_split,
+        baseline=baseline, final=final, sparsity=sparsity, layers=layer_rows, phases=phase_reports,
+        evaluations=evaluator.evaluations, head_forwards=evaluator.head_forwards, search_seconds=search_seconds,
+        wall_time_s=time.perf_counter() - start_time, history=state.history, finetuned=finetuned,
+        baselines=baselines, state_dict=state_dict, machine=_machine(), warnings=warnings,
+    )

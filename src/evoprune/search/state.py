@@ -1,0 +1,84 @@
+"""What SA and GA share while they run: the evaluator, the cost, sparsity bookkeeping, randomness and the log.
+
+A search is a list of *phases*; each phase searches the masks of some layers (one layer, or all of them in a
+joint pass) under one constraint, and ends by committing its best masks to the evaluator.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from evoprune.search.evaluator import MaskEvaluator
+from evoprune.search.objective import Constraint, Objective, Score, SparsityMode, sparsity_from_counts
+
+Genome = dict[str, torch.Tensor]
+"""Masks of a phase's layers, by layer name (True = weight kept)."""
+
+
+@dataclass(frozen=True)
+class Phase:
+    """One stage of the search: the layers it changes and the cap it must respect."""
+
+    label: str
+    layers: tuple[str, ...]
+    constraint: Constraint
+
+
+class SearchState:
+    """Scores genomes (one evaluation each), logs records, and reports progress through ``on_record``."""
+
+    def __init__(self, evaluator: MaskEvaluator, objective: Objective, sparsity_mode: SparsityMode,
+                 generator: torch.Generator, *, magnitude_bias: float = 0.0,
+                 on_record: Callable[[dict[str, Any]], None] | None = None) -> None:
+        self.evaluator = evaluator
+        self.objective = objective
+        self.sparsity_mode = sparsity_mode
+        self.generator = generator
+        self.magnitude_bias = magnitude_bias
+        self.on_record = on_record
+        self.history: list[dict[str, Any]] = []
+        self._names = list(evaluator.masks)
+        self._sizes = [evaluator.masks[n].numel() for n in self._names]
+        # Magnitude ranks are needed only when proposals are biased by them.
+        self.quantiles: dict[str, torch.Tensor] | None = None
+        if magnitude_bias > 0:
+            from evoprune.search.moves import magnitude_quantiles
+
+            self.quantiles = {n: magnitude_quantiles(w) for n, w in evaluator.weights0.items()}
+
+    def random(self) -> float:
+        """One uniform draw in [0, 1) from the run's generator."""
+        return float(torch.rand((), generator=self.generator))
+
+    def sparsity(self, genome: Mapping[str, torch.Tensor]) -> float:
+        zeros = [int((~genome[n]).sum()) if n in genome else int((~self.evaluator.masks[n]).sum()) for n in self._names]
+        return sparsity_from_counts(zeros, self._sizes, self.sparsity_mode)
+
+    def _score(self, genome: Mapping[str, torch.Tensor], loss: float, accuracy: float, constraint: Constraint) -> Score:
+        sparsity = self.sparsity(genome)
+        violated = constraint.violated(loss, accuracy)
+        return Score(self.objective.cost(loss, sparsity, violated), loss, accuracy, sparsity, violated)
+
+    def score(self, genome: Mapping[str, torch.Tensor], constraint: Constraint) -> Score:
+        metrics = self.evaluator.evaluate(genome)
+        return self._score(genome, metrics.loss, metrics.accuracy, constraint)
+
+    def score_many(self, genomes: Sequence[Mapping[str, torch.Tensor]], constraint: Constraint) -> list[Score]:
+        names = list(genomes[0])
+        stacks = {n: torch.stack([g[n] for g in genomes]) for n in names}
+        results = self.evaluator.evaluate_many(stacks)
+        return [self._score(g, m.loss, m.accuracy, constraint) for g, m in zip(genomes, results)]
+
+    def commit(self, genome: Mapping[str, torch.Tensor]) -> None:
+        for name, mask in genome.items():
+            self.evaluator.set_mask(name, mask)
+
+    def log(self, record: dict[str, Any]) -> None:
+        record["evaluations"] = self.evaluator.evaluations
+        self.history.append(record)
+        if self.on_record is not None:
+            self.on_record(record)

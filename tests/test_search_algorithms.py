@@ -1,0 +1,129 @@
+"""SA and GA behaviour on a tiny trained network: caps are hard, elitism keeps the best, seeds repeat runs, and
+every reported loss is that of ``W0 ⊙ mask`` under a plain full forward."""
+
+from __future__ import annotations
+
+import functools
+
+import pytest
+import torch
+from torch import nn
+
+from evoprune.data import load_dataset
+from evoprune.search import evaluate_masked, preset, search_masks
+from evoprune.search.ga import tournament
+from evoprune.search.objective import Score
+from evoprune.train import TrainConfig, train
+
+
+@functools.lru_cache(maxsize=1)
+def _trained() -> tuple[dict[str, torch.Tensor], object]:
+    data = load_dataset("synthetic", seed=0, noise=0.8, num_samples=800)  # hard enough that pruning costs accuracy
+    torch.manual_seed(0)
+    model = tiny_model()
+    train(model, data, TrainConfig(epochs=6, optimizer="adam", lr=1e-2, batch_size=32), progress=False, device="cpu")
+    return {k: v.clone() for k, v in model.state_dict().items()}, data
+
+
+def tiny_model() -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(1, 4, 3, padding=1), nn.Tanh(), nn.AvgPool2d(2),
+        nn.Conv2d(4, 6, 3), nn.Tanh(), nn.Flatten(),
+        nn.Linear(6 * 4 * 4, 16), nn.Tanh(), nn.Linear(16, 4),
+    )
+
+
+def trained_model_and_data() -> tuple[nn.Sequential, object]:
+    state, data = _trained()
+    model = tiny_model()
+    model.load_state_dict(state)
+    return model.eval(), data
+
+
+def loss_budget_config(**overrides):
+    """Seed-style search (prune-only moves, T0 = 1, log cooling) under binding loss caps relative to the baseline."""
+    base = dict(caps="budget", budget_metric="loss", budget=0.3, warmup="linear", sa={"iterations": 25},
+                ga={"generations": 4}, baselines=False)
+    base.update(overrides)
+    return preset("seed", **base)
+
+
+def phase_limits(result) -> dict[str, float]:
+    return {p["phase"]: p["limit"] for p in result.phases}
+
+
+def test_sa_never_accepts_a_cap_violation_and_only_prunes() -> None:
+    model, data = trained_model_and_data()
+    result = search_masks(model, data, algorithm="sa", config=loss_budget_config(), device="cpu")
+    limits = phase_limits(result)
+    proposals = [r for r in result.history if r["kind"] == "propose"]
+    assert any(r["violated"] for r in proposals), "the caps should bind in this setting"
+    accepted = [r for r in proposals if r["accepted"]]
+    assert accepted
+    for record in accepted:
+        assert not record["violated"]
+        assert record["loss"] < limits[record["phase"]]
+    # Sparsity along the accepted path never decreases with prune-only moves (within a phase and across phases).
+    path = [r["sparsity"] for r in result.history if r["accepted"]]
+    assert path == sorted(path)
+    # The delivered masks respect the last cap under the plain full-forward reference.
+    final = evaluate_masked(model, result.masks, data.test.x, data.test.y)
+    assert final.loss < limits[result.phases[-1]["phase"]]
+    assert final.loss == pytest.approx(result.phases[-1]["end_loss"], rel=1e-5)
+    assert result.evaluations == len(result.phases) * (1 + 25)
+
+
+def test_sa_improved_mode_restores_weights_and_respects_the_accuracy_budget() -> None:
+    model, data = trained_model_and_data()
+    config = preset("improved", sa={"iterations": 30, "joint_iterations": 30}, baselines=False, budget=0.05)
+    result = search_masks(model, data, algorithm="sa", config=config, device="cpu")
+    assert [p["phase"] for p in result.phases][-1] == "joint"
+    floor = result.baseline["selection"]["accuracy"] - 0.05
+    assert result.final["val"]["accuracy"] >= floor
+    accepted = [r for r in result.history if r["accepted"] and r["kind"] == "propose"]
+    assert all(not r["violated"] for r in accepted)
+    sparsities = [r["sparsity"] for r in accepted]
+    assert any(b < a for a, b in zip(sparsities, sparsities[1:])), "restore moves should sometimes lower sparsity"
+    assert result.evaluations == len(result.phases) * (1 + 30)
+
+
+def test_ga_elitism_keeps_the_best_and_children_are_scored_on_pristine_weights() -> None:
+    model, data = trained_model_and_data()
+    result = search_masks(model, data, algorithm="ga", config=loss_budget_config(), device="cpu")
+    for phase in result.phases:
+        costs = [r["cost"] for r in result.history if r["phase"] == phase["phase"]]
+        assert len(costs) == 1 + 4  # initial population + 4 generations
+        assert all(b <= a for a, b in zip(costs, costs[1:])), f"best cost rose in {phase['phase']}: {costs}"
+    final = evaluate_masked(model, result.masks, data.test.x, data.test.y)
+    assert final.loss == pytest.approx(result.phases[-1]["end_loss"], rel=1e-5)
+    assert final.loss < result.phases[-1]["limit"]
+
+
+def test_ga_evaluation_count_and_joint_phase() -> None:
+    model, data = trained_model_and_data()
+    config = preset("improved", ga={"generations": 2, "joint_generations": 3, "population": 6, "elite": 1},
+                    baselines=False)
+    result = search_masks(model, data, algorithm="ga", config=config, device="cpu")
+    layers = len(result.layers)
+    assert result.evaluations == layers * (6 + 2 * 5) + (6 + 3 * 5)
+    assert result.final["val"]["accuracy"] >= result.baseline["selection"]["accuracy"] - 0.01
+
+
+@pytest.mark.parametrize("algorithm", ["sa", "ga"])
+def test_a_fixed_seed_repeats_a_run_exactly(algorithm: str) -> None:
+    model, data = trained_model_and_data()
+    config = loss_budget_config(sa={"iterations": 10}, ga={"generations": 2})
+    runs = [search_masks(model, data, algorithm=algorithm, config=config, seed=s, device="cpu") for s in (3, 3, 4)]
+    first, again, other = runs
+    assert first.history == again.history
+    assert all(torch.equal(first.masks[n], again.masks[n]) for n in first.masks)
+    assert first.history != other.history
+
+
+def test_tournament_picks_the_lowest_cost_of_its_draw() -> None:
+    scores = [Score(cost=c, loss=0.0, accuracy=0.0, sparsity=0.0, violated=False) for c in (5.0, 1.0, 3.0, 0.5)]
+    gen = torch.Generator().manual_seed(0)
+    assert tournament(scores, 4, gen) == 3  # whole population drawn: the global best
+    assert tournament(scores, 10, gen) == 3
+    draws = {tournament(scores, 1, gen) for _ in range(50)}
+    assert draws == {0, 1, 2, 3}  # size 1 is a uniform pick
