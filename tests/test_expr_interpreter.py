@@ -199,20 +199,50 @@ def test_sanitize_scores():
 # ----------------------------------------------------------------------------- streaming statistics
 
 
-def test_streaming_stats_equal_one_shot_and_merge():
+def _raw_moments(st: ClassStats):
+    """Back from shifted sums to per-(class, channel) Σx, Σx² and per-position Σx."""
+    s = st.shift_or_zero()[None, :]
+    n, d = st.count[:, None], st.positions
+    centred = st.pos_sum.sum(-1)
+    pos = st.pos_sum + st.count[:, None, None] * s[:, :, None]
+    return centred + n * d * s, st.sq_sum + 2 * s * centred + n * d * s * s, pos
+
+
+@pytest.mark.parametrize("precision", ["float64", "float32"])
+def test_streaming_stats_equal_one_shot_and_merge(precision):
     feats, y, _ = _data(11)
+    feats = feats + 20.0  # a large mean: float32 sums need the shift to keep the variance accurate
     f, lab = torch.from_numpy(feats), torch.from_numpy(y)
-    one = ClassStats.from_features(f, lab, batch_size=1000)
-    many = ClassStats.from_features(f, lab, batch_size=7)
-    merged = ClassStats.from_features(f[:40], lab[:40]).merge(ClassStats.from_features(f[40:], lab[40:]))
-    for other in (many, merged):
-        torch.testing.assert_close(other.pos_sum, one.pos_sum)
-        torch.testing.assert_close(other.sq_sum, one.sq_sum)
-        assert torch.equal(other.count, one.count)
+    kw = dict(precision=precision)
+    one = ClassStats.from_features(f, lab, batch_size=1000, **kw)
+    many = ClassStats.from_features(f, lab, batch_size=7, **kw)
+    first, second = ClassStats.from_features(f[:40], lab[:40], **kw), ClassStats.from_features(f[40:], lab[40:], **kw)
+    if precision == "float32":
+        assert not torch.equal(first.shift, second.shift)  # so merge has to re-centre
+    merged = first.merge(second)
     x = feats.astype(np.float64)
-    for cls in range(3):
-        np.testing.assert_allclose(one.pos_sum[cls].numpy(), x[y == cls].sum(0), rtol=1e-12)
-        np.testing.assert_allclose(one.sq_sum[cls].numpy(), (x[y == cls] ** 2).sum((0, 2)), rtol=1e-12)
+    tol = 1e-12 if precision == "float64" else 1e-6
+    for st in (one, many, merged):
+        s1, s2, pos = _raw_moments(st)
+        assert st.count.tolist() == [float((y == c).sum()) for c in range(3)]
+        for cls in range(3):
+            xc = x[y == cls]
+            np.testing.assert_allclose(pos[cls].numpy(), xc.sum(0), rtol=tol)
+            np.testing.assert_allclose(s1[cls].numpy(), xc.sum((0, 2)), rtol=tol)
+            np.testing.assert_allclose(s2[cls].numpy(), (xc**2).sum((0, 2)), rtol=tol)
+    tree = parse("add(div(var(P), rho5(var(Q))), std(X))")
+    expected = np_scores(tree, feats, y, None)
+    for st in (one, many, merged):
+        np.testing.assert_allclose(evaluate(tree, stats=st).numpy(), expected, rtol=100 * tol)
+
+
+def test_float64_stats_resolve_nearly_equal_class_means():
+    g = np.random.default_rng(0)
+    y = np.arange(200) % 4
+    feats = (g.normal(0, 1, (200, 3, 1)) + 1e-3 * y[:, None, None] + 5.0).astype(np.float32)
+    tree = parse("div(abs(sub(g_mean(P), g_mean(Q))), rho1(add(std(P), std(Q))))")
+    stats = ClassStats.from_features(torch.from_numpy(feats), torch.from_numpy(y), batch_size=64)
+    np.testing.assert_allclose(evaluate(tree, stats=stats).numpy(), np_scores(tree, feats, y, None), rtol=1e-9)
 
 
 def test_absent_labels_are_dropped_from_the_class_sum():
