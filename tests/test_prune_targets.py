@@ -28,6 +28,7 @@ def test_macs_target_lands_within_tolerance(data12, target: float, global_rankin
     pruner = ChannelPruner(weight_l1, schedule=schedule, finetune=None, latency_batch_sizes=()).prune(model, data12)
     assert pruner.result_.macs_kept == pytest.approx(target, abs=0.03)
     assert 0 < pruner.result_.solved_ratio < 1 and pruner.schedule_.ratio == pruner.result_.solved_ratio
+    assert pruner.importance_.evaluations == 1  # the solver's scores (global) are the step's; local needs none
 
 
 def test_macs_target_with_steps_is_exact_for_per_layer_ranking(data12) -> None:
@@ -123,3 +124,12 @@ def test_unknown_metric_suggests_close_names(data12) -> None:
     with pytest.raises(Exception, match="did you mean.*SymDiv") as info:
         ChannelPruner("symdivv", finetune=None, latency_batch_sizes=()).prune(build_model("lenet5", num_classes=4), data12)
     assert isinstance(info.value, PruningError)
+
+
+def test_skipping_the_before_evaluation(data12) -> None:
+    pruner = ChannelPruner(weight_l1, schedule=PruneSchedule(ratio=0.5), finetune=None, latency_batch_sizes=(1,),
+                           latency_repeats=1, evaluate_before=False).prune(
+        build_model("resnet_cifar", num_classes=4, depth=8, width=0.5), data12)
+    before, after = pruner.result_.before, pruner.result_.after
+    assert before.val_accuracy is None and before.test_accuracy is None and before.latency_ms == {}
+    assert before.macs > after.macs and after.val_accuracy is not None and after.latency_ms[1] > 0

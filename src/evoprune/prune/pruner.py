@@ -109,6 +109,8 @@ class ChannelPruner:
         latency_batch_sizes: batch sizes for CPU latency before and after (empty: skip timing).
         latency_repeats: timed runs per batch size (the median is reported).
         evaluate_test: measure test accuracy once before and once after.
+        evaluate_before: measure the unpruned model's accuracy and latency (skip when it is already known, e.g. when
+            one trained model is pruned with many metrics).
         progress: show fine-tuning progress bars.
         copy: prune a copy and leave the given model untouched (default) or prune it in place.
 
@@ -130,6 +132,7 @@ class ChannelPruner:
         latency_batch_sizes: Sequence[int] = (1, 64),
         latency_repeats: int = 30,
         evaluate_test: bool = True,
+        evaluate_before: bool = True,
         progress: bool = False,
         copy: bool = True,
     ) -> None:
@@ -143,6 +146,7 @@ class ChannelPruner:
         self.latency_batch_sizes = latency_batch_sizes
         self.latency_repeats = latency_repeats
         self.evaluate_test = evaluate_test
+        self.evaluate_before = evaluate_before
         self.progress = progress
         self.copy = copy
 
@@ -170,7 +174,7 @@ class ChannelPruner:
             scorer, model, data.train.x, data.train.y, samples=self.scoring_samples, seed=self.seed,
             layers=[m for g in groups for m in g.members], coupling=self.coupling,
         )
-        before = self._stats(model, data, example, groups)
+        before = self._stats(model, data, example, groups, accuracy=self.evaluate_before, latency=self.evaluate_before)
         solved = None
         if schedule.macs_target is not None:
             solved = self._solve_ratio(graph, schedule, importance, example, before.macs)
@@ -206,10 +210,10 @@ class ChannelPruner:
         start = time.perf_counter()
         groups = {g.name: g for g in graph.prunable_groups(schedule.ignore)}
         counts = {name: per_step[k] for name, per_step in resolved.removals.items()}
-        importance.reset()
         plan = self._plan(graph, groups, counts, schedule, importance)
         for name, idxs in plan.items():
             graph.prune(groups[name], idxs)
+        importance.reset()  # the model changes from here on (pruned, then fine-tuned): the next step rescores
         graph.check_runs()
         model = graph.model
         pruned_val = evaluate(model, data.val.x, data.val.y).accuracy
@@ -267,8 +271,12 @@ class ChannelPruner:
         if schedule.ratios and all(any(_table_hits(schedule, m) for m in g.members) for g in groups):
             raise PruningError("macs_target solves for the uniform ratio, but every layer has a ratio-table entry")
         by_name = {g.name: g for g in groups}
-        importance.reset()
-        scores = {g.name: self._scores(graph, g, importance) for g in groups}
+        # Per-layer ranking: MACs depend on the widths only, so any channels will do and the metric is not run.
+        # Global ranking: the widths depend on the scores (cached, and reused by the first step).
+        scores = ({g.name: self._scores(graph, g, importance) for g in groups} if schedule.global_ranking
+                  else {g.name: torch.zeros(g.width) for g in groups})
+
+        measured: dict[tuple[tuple[str, tuple[int, ...]], ...], int] = {}
 
         def macs_at(ratio: float) -> int:
             one_shot = schedule.replace(ratio=ratio, steps=1, macs_target=None)
@@ -279,7 +287,11 @@ class ChannelPruner:
                 plan = select_global({n: scores[n] for n in counts}, sum(counts.values()), limits)
             else:
                 plan = select_local(scores, counts)
-            trial = copy.deepcopy(graph.model)
+            key = tuple(sorted((n, tuple(i)) for n, i in plan.items()))
+            if key not in measured:  # many ratios floor to the same plan: prune and count each plan once
+                measured[key] = _pruned_macs(graph, schedule, plan, example)
+            return measured[key]
+
             trial_graph = ModelGraph(trial, example)
             trial_groups = {g.name: g for g in trial_graph.prunable_groups(schedule.ignore)}
             for name, idxs in plan.items():
@@ -295,7 +307,7 @@ class ChannelPruner:
                 "the output layer are never pruned); raise the target or lower min_channels"
             )
         for _ in range(30):
-            if hi - lo < 1e-4:
+            if hi - lo < 1e-3:
                 break
             mid = (lo + hi) / 2
             mid_macs = macs_at(mid)
@@ -322,18 +334,31 @@ class ChannelPruner:
         config = get_train_preset(self.finetune) if isinstance(self.finetune, str) else self.finetune
         return config.with_overrides(seed=self.seed)
 
-    def _stats(self, model: nn.Module, data: DatasetSplits, example: torch.Tensor, groups: list[ChannelGroup]) -> ModelStats:
+    def _stats(
+        self, model: nn.Module, data: DatasetSplits, example: torch.Tensor, groups: list[ChannelGroup],
+        *, accuracy: bool = True, latency: bool = True,
+    ) -> ModelStats:
         macs, params = count_macs_params(model, example)
-        val = evaluate(model, data.val.x, data.val.y).accuracy
-        test = evaluate(model, data.test.x, data.test.y).accuracy if self.evaluate_test else None
-        latency = (measure_latency(model, tuple(data.train.x.shape[1:]), batch_sizes=self.latency_batch_sizes,
-                                   repeats=self.latency_repeats) if self.latency_batch_sizes else {})
+        val = evaluate(model, data.val.x, data.val.y).accuracy if accuracy else None
+        test = evaluate(model, data.test.x, data.test.y).accuracy if accuracy and self.evaluate_test else None
+        timings = (measure_latency(model, tuple(data.train.x.shape[1:]), batch_sizes=self.latency_batch_sizes,
+                                   repeats=self.latency_repeats) if latency and self.latency_batch_sizes else {})
         return ModelStats(macs=macs, params=params, widths={g.name: g.width for g in groups},
-                          val_accuracy=val, test_accuracy=test, latency_ms=latency)
+                          val_accuracy=val, test_accuracy=test, latency_ms=timings)
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "model_"):
             raise PruningError("call prune(model, data) first")
+
+
+def _pruned_macs(graph: ModelGraph, schedule: PruneSchedule, plan: dict[str, list[int]], example: torch.Tensor) -> int:
+    """MACs of a copy of ``graph.model`` with ``plan`` applied (the model itself is not touched)."""
+    trial = copy.deepcopy(graph.model)
+    trial_graph = ModelGraph(trial, example)
+    trial_groups = {g.name: g for g in trial_graph.prunable_groups(schedule.ignore)}
+    for name, idxs in plan.items():
+        trial_graph.prune(trial_groups[name], idxs)
+    return count_macs_params(trial, example)[0]
 
 
 def _table_hits(schedule: PruneSchedule, name: str) -> bool:
