@@ -49,7 +49,7 @@ class TrainConfig:
     augment: Augment = "none"
     label_smoothing: float = 0.0
     seed: int = 0
-    eval_batch_size: int = 2048
+    eval_batch_size: int = 256
     keep_best: bool = True
 
     def __post_init__(self) -> None:
@@ -120,7 +120,7 @@ class TrainResult:
 
 @torch.inference_mode()
 def evaluate(
-    model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, batch_size: int = 2048, device: torch.device | str | None = None
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, batch_size: int = 256, device: torch.device | str | None = None
 ) -> Evaluation:
     """Mean cross-entropy and accuracy of ``model`` on ``(x, y)``, in eval mode, restoring the previous mode."""
     device = _model_device(model) if device is None else resolve_device(device)
@@ -138,7 +138,7 @@ def evaluate(
     return Evaluation(loss=total_loss / n, accuracy=correct / n, samples=len(y))
 
 
-def evaluate_split(model: nn.Module, split: Split, *, batch_size: int = 2048) -> Evaluation:
+def evaluate_split(model: nn.Module, split: Split, *, batch_size: int = 256) -> Evaluation:
     return evaluate(model, split.x, split.y, batch_size=batch_size)
 
 
