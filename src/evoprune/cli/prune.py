@@ -149,7 +149,7 @@ def run(args: argparse.Namespace) -> int:
         export_onnx(pruner.model_, args.onnx, data.test.x[:1])
     _print(console, result, arch, data.name)
     report = {"model": arch, "arch_kwargs": {k: list(v) if isinstance(v, tuple) else v for k, v in arch_kwargs.items()},
-              "data": data.name, "seed": args.seed, "checkpoint": str(out), "source_checkpoint": meta and str(args.checkpoint),
+              "data": data.name, "seed": args.seed, "checkpoint": str(out), "source_checkpoint": str(args.checkpoint) if args.checkpoint else None,
               "onnx": str(args.onnx) if args.onnx else None, **result.to_dict()}
     json_path = args.json or out.with_suffix(".json")
     json_path.parent.mkdir(parents=True, exist_ok=True)
