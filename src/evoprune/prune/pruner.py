@@ -170,6 +170,7 @@ class ChannelPruner:
         groups = graph.prunable_groups(schedule.ignore)
         if not groups:
             raise PruningError("nothing to prune: every conv/linear layer is ignored or is the output layer")
+        resolved = resolve(schedule, groups, graph.all_groups())  # bad tables and ratios fail before any work
         importance = MetricImportance(
             scorer, model, data.train.x, data.train.y, samples=self.scoring_samples, seed=self.seed,
             layers=[m for g in groups for m in g.members], coupling=self.coupling,
@@ -179,7 +180,7 @@ class ChannelPruner:
         if schedule.macs_target is not None:
             solved = self._solve_ratio(graph, schedule, importance, example, before.macs)
             schedule = schedule.replace(ratio=solved)
-        resolved = resolve(schedule, groups, graph.all_groups())
+            resolved = resolve(schedule, groups, graph.all_groups())
         steps = [self._step(k, graph, schedule, resolved, importance, data, finetune, device)
                  for k in range(schedule.steps)]
         after = self._stats(model, data, example, graph.prunable_groups(schedule.ignore))
