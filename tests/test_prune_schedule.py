@@ -149,3 +149,16 @@ def test_ignored_layers_keep_their_width(data28) -> None:
 def test_unknown_preset_suggests() -> None:
     with pytest.raises(PruningError, match="Did you mean 'lenet5_paper'"):
         get_preset("lenet_paper")
+
+
+def test_preset_with_ignored_layer_and_global_ranking(data28) -> None:
+    from evoprune.prune import PresetSchedule
+
+    model = build_model("vgg", num_classes=4, depth=11, width=0.25)
+    schedule = PresetSchedule("vgg16_paper", ignore=("features.0",), global_ranking=True)
+    pruner = _pruner(schedule).prune(model, data28)
+    assert pruner.model_.features[0].out_channels == 16
+    assert pruner.schedule_.global_ranking and pruner.schedule_.steps == 2
+    before = sum(pruner.result_.before.widths.values())
+    after = sum(pruner.result_.after.widths.values())
+    assert before - after == 2 * sum(int(0.2 * w) for w in pruner.result_.before.widths.values())
