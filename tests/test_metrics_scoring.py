@@ -232,12 +232,3 @@ def test_scoring_on_gpu_matches_cpu(small_vgg):
         assert gpu[k].is_cuda
         torch.testing.assert_close(gpu[k].cpu(), cpu[k], rtol=1e-4, atol=1e-6)
 
-
-def test_float32_statistics_are_close_to_float64(lenet):
-    x, y = torch.rand(60, 1, 28, 28), torch.arange(60) % 10
-    a = score_layers(lenet, "eq3", x, y, batch_size=25)
-    b = score_layers(lenet, "eq3", x, y, batch_size=25, precision="float32")
-    for k in a:
-        torch.testing.assert_close(b[k], a[k], rtol=1e-4, atol=1e-9)
-    with pytest.raises(ValueError, match="precision"):
-        score_layers(lenet, "eq3", x, y, precision="float16")

@@ -70,27 +70,25 @@ def sanitize_scores(scores: Tensor) -> Tensor:
 
 @dataclass
 class _Moments:
-    """Moment view of P, Q or X for channels × classes, as sums of x − shift: n [1,Bl], s1/s2 [Bc,Bl],
-    pos [Bc,Bl,D], shift [Bc,1]."""
+    """Moment view of P, Q or X for channels × classes: n [1,Bl], s1/s2 [Bc,Bl] (Σx, Σx²), pos [Bc,Bl,D]."""
 
     n: Tensor
     s1: Tensor
     s2: Tensor
     pos: Tensor
-    shift: Tensor
 
     def reduce(self, op: str) -> Tensor:
         d = self.pos.shape[-1]
         if op == "num":
             return self.n
         if op == "sum":
-            return self.s1 + self.n * d * self.shift
+            return self.s1
         if op == "mean":
-            return self.pos / self.n.unsqueeze(-1) + self.shift.unsqueeze(-1)
-        centred = self.s1 / (self.n * d)
+            return self.pos / self.n.unsqueeze(-1)
+        mu = self.s1 / (self.n * d)
         if op == "g_mean":
-            return centred + self.shift
-        var = (self.s2 / (self.n * d) - centred * centred).clamp_min(0.0)
+            return mu
+        var = (self.s2 / (self.n * d) - mu * mu).clamp_min(0.0)
         return var if op == "var" else var.sqrt()
 
 
@@ -199,14 +197,13 @@ def _evaluate_moments(tree, shapes, info: TreeInfo, env, stats: ClassStats, dtyp
     s1 = st.pos_sum.sum(-1).T.to(dtype)  # [C, L]
     s2 = st.sq_sum.T.to(dtype)
     pos = st.pos_sum.permute(1, 0, 2).to(dtype)  # [C, L, D]
-    shift = st.shift_or_zero().to(dtype)[:, None]  # [C, 1]
     xm = _Moments(cnt.sum(1, keepdim=True), s1.sum(1, keepdim=True), s2.sum(1, keepdim=True),
-                  pos.sum(1, keepdim=True), shift)
+                  pos.sum(1, keepdim=True))
     env["X"] = xm
     env["mX"] = xm.reduce("mean")
     if info.label_aware:
-        pm = _Moments(cnt, s1, s2, pos, shift)
-        qm = _Moments(xm.n - cnt, xm.s1 - s1, xm.s2 - s2, xm.pos - pos, shift)
+        pm = _Moments(cnt, s1, s2, pos)
+        qm = _Moments(xm.n - cnt, xm.s1 - s1, xm.s2 - s2, xm.pos - pos)
         env.update(P=pm, Q=qm, N=cnt, mP=pm.reduce("mean"), mQ=qm.reduce("mean"))
     ev = _Evaluator(shapes, env, dtype, st.count.device)
     out = ev.value(tree)

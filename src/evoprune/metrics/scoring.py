@@ -93,9 +93,8 @@ def _positions(t: Tensor) -> int:
 class _StreamingPass:
     """Accumulates ClassStats and Taylor sums for many layers in one pass."""
 
-    def __init__(self, layers: Sequence[str], stats: bool, grads: bool, precision: str) -> None:
+    def __init__(self, layers: Sequence[str], stats: bool, grads: bool) -> None:
         self.layers = list(layers)
-        self.precision = precision
         self.want_stats = stats
         self.want_grads = grads
         self.stats: dict[str, ClassStats] = {}
@@ -110,8 +109,7 @@ class _StreamingPass:
         if self.want_stats:
             st = self.stats.get(key)
             if st is None:
-                st = self.stats[key] = ClassStats.empty(t.shape[1], _positions(t), device=t.device,
-                                                        precision=self.precision)
+                st = self.stats[key] = ClassStats.empty(t.shape[1], _positions(t), device=t.device)
             st.update(t.detach(), self.labels)
         if self.want_grads:
             self.live[key] = t
@@ -120,8 +118,8 @@ class _StreamingPass:
             raise StopForward
 
 
-def _streaming(cap: Capture, layers, x, y, needs: Needs, batch_size: int, device, precision: str) -> _StreamingPass:
-    sp = _StreamingPass(layers, needs.stats, needs.grads, precision)
+def _streaming(cap: Capture, layers, x, y, needs: Needs, batch_size: int, device) -> _StreamingPass:
+    sp = _StreamingPass(layers, needs.stats, needs.grads)
     cap.sink = sp.sink
     cap.clone_outputs = needs.grads
     n = x.shape[0]
@@ -187,7 +185,6 @@ def iter_layer_data(
     batch_size: int = 256,
     device: torch.device | str | None = None,
     point: str = "auto",
-    precision: str = "float64",
 ) -> Iterator[LayerData]:
     """Yield a :class:`LayerData` per layer, in order, with the fields ``needs`` asks for.
 
@@ -195,8 +192,7 @@ def iter_layer_data(
     (see :func:`scoring_set`); ``y`` is required for label-aware needs. The model is put in eval mode
     for the passes and restored afterwards; its parameters and gradients are not modified.
     ``point``: "auto" (feature points, see :mod:`~evoprune.metrics.feature_points`) or "output" (raw
-    layer outputs); ``precision``: arithmetic of the streaming statistics ("float64" or the faster,
-    slightly less exact "float32"; see :mod:`evoprune.expr.stats`).
+    layer outputs).
     """
     layers = list(prunable_layers(model) if layers is None else layers)
     if (needs.labels or needs.grads) and y is None:
@@ -222,7 +218,7 @@ def iter_layer_data(
     try:
         streamed = None
         if needs.grads or (needs.stats and not needs.features):
-            streamed = _streaming(cap, layers, x, y, needs, batch_size, device, precision)
+            streamed = _streaming(cap, layers, x, y, needs, batch_size, device)
         for name in layers:
             data = base(name)
             if streamed is not None:
@@ -238,8 +234,7 @@ def iter_layer_data(
                 data.features = buf.features
                 del buf
                 if needs.stats and data.stats is None:
-                    data.stats = ClassStats.from_features(data.features, None if y is None else y.to(device),
-                                                          precision=precision)
+                    data.stats = ClassStats.from_features(data.features, None if y is None else y.to(device))
                 if y is not None:
                     data.labels = y.to(device)
             yield data
@@ -259,12 +254,11 @@ def collect_layer_data(
     batch_size: int = 256,
     device: torch.device | str | None = None,
     point: str = "auto",
-    precision: str = "float64",
 ) -> dict[str, LayerData]:
     """All layers' :class:`LayerData` at once (with ``needs.features`` this holds every layer's maps:
     prefer :func:`iter_layer_data` or :func:`score_layers` for large models)."""
     return {d.name: d for d in iter_layer_data(model, layers, x, y, needs=needs, batch_size=batch_size,
-                                               device=device, point=point, precision=precision)}
+                                               device=device, point=point)}
 
 
 def score_layers(
@@ -277,7 +271,6 @@ def score_layers(
     batch_size: int = 256,
     device: torch.device | str | None = None,
     point: str = "auto",
-    precision: str = "float64",
 ) -> dict[str, Tensor]:
     """Score every output channel of each layer: ``{layer name: Tensor[C]}`` (float64, finite or −inf,
     higher = more important), in layer order. ``metric`` is a name or a formula (:func:`get_metric`);
@@ -289,7 +282,7 @@ def score_layers(
         x = torch.empty(0)
     out: dict[str, Tensor] = {}
     for data in iter_layer_data(model, layers, x, y, needs=m.needs, batch_size=batch_size, device=device,
-                                point=point, precision=precision):
+                                point=point):
         out[data.name] = m.score(data)
         del data
     return out
