@@ -426,17 +426,23 @@ def test_taylor_on_real_activations():
     assert all(p.grad is None for p in net.parameters())
 
 
-def test_lenet5_from_the_zoo_matches_reference():
+@pytest.fixture(scope="module")
+def zoo_lenet5():
     models = pytest.importorskip("evoprune.models")
     torch.manual_seed(0)
     net = models.build_model("lenet5", in_channels=1, num_classes=10, image_size=(28, 28)).eval()
-    x = torch.rand(120, 1, 28, 28)
-    y = torch.arange(120) % 10
-    with torch.no_grad():
+    x = torch.rand(100, 1, 28, 28)
+    y = torch.arange(100) % 10
+    with torch.no_grad():  # the paper's feature points (spec §4.1), by hand
         a1 = net.pool(net.relu(net.conv1(x)))
         a2 = net.pool(net.relu(net.conv2(a1)))
         a3 = net.relu(net.fc1(a2.flatten(1)))
-    for name in ("eq3", "AbsSNR", "GA_inspired_1"):
-        got = score_layers(net, name, x, y, batch_size=50)
-        for layer, a in (("conv1", a1), ("conv2", a2), ("fc1", a3)):
-            _close(got[layer], FEATURE_REFS[get_metric(name).name](_as_np(a), y.numpy()))
+    return net, x, y, {"conv1": _as_np(a1), "conv2": _as_np(a2), "fc1": _as_np(a3)}
+
+
+@pytest.mark.parametrize("name", sorted(FEATURE_REFS))
+def test_lenet5_from_the_zoo_matches_reference(zoo_lenet5, name):
+    net, x, y, feats = zoo_lenet5
+    got = score_layers(net, name, x, y, batch_size=40)
+    for layer, f in feats.items():
+        _close(got[layer], FEATURE_REFS[name](f, y.numpy()))

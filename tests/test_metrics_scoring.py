@@ -61,6 +61,20 @@ def test_vgg16_feature_points_and_bn(small_vgg):
     assert [data[n].stats.positions for n in layers] == [1024, 256, 256, 64, 64, 64, 16, 16, 16, 4, 4, 4, 1]
 
 
+def test_d2l_lenet_and_mlp_feature_points():
+    torch.manual_seed(0)
+    d2l = build_model("lenet5_d2l", in_channels=1, num_classes=10, image_size=(28, 28))
+    layers = prunable_layers(d2l)
+    pts = feature_points(d2l, layers)
+    first = pts[layers[0]].chain
+    assert any("Sigmoid" in c or "sigmoid" in c for c in first) and any("AvgPool" in c for c in first)
+    mlp = build_model("mlp", in_channels=1, num_classes=10, image_size=(8, 8))
+    layers = prunable_layers(mlp)
+    assert layers and all(feature_points(mlp, layers)[n].method == "fx" for n in layers)
+    x, y = torch.rand(12, 1, 8, 8), torch.arange(12) % 10
+    assert all(torch.isfinite(s).all() for s in score_layers(mlp, "eq3", x, y).values())
+
+
 def test_vgg_with_hidden_classifier_prunes_the_hidden_layer():
     m = build_model("vgg", depth=11, width=0.125, in_channels=3, num_classes=10, image_size=(32, 32),
                     classifier_hidden=16)

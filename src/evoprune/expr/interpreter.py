@@ -160,10 +160,7 @@ def evaluate(
     if strategy == "moments" and info.needs_features:
         raise ValueError("this formula applies matrix operations to P/Q/X: it cannot use moments only")
     c = _channels(stats, features, weight)
-    device = next((t.device for t in (features, weight) if t is not None),
-                  stats.count.device if stats is not None else torch.device("cpu"))
-    if stats is not None:
-        device = stats.count.device
+    device = stats.count.device if stats is not None else (features if features is not None else weight).device
     env: dict[str, object] = {}
     if info.uses_weight:
         if weight is None:
