@@ -19,12 +19,15 @@ import torch
 from torch import Tensor
 
 BLOCK_BYTES = 2 << 20  # float64 rows converted and summed per step (two such blocks fit in L2/L3)
+PER_POSITION_SQUARES_BELOW = 16  # D below which squares are accumulated per position
 
 
 @dataclass
 class ClassStats:
-    """Sufficient statistics, class slot first: ``count[L]``, ``pos_sum[L, C, D]`` (Σx per position) and
-    ``sq_pos[L, C, D]`` (Σx² per position; ``sq_sum[L, C]`` sums it over positions), all float64.
+    """Sufficient statistics, class slot first, all float64: ``count[L]``, ``pos_sum[L, C, D]`` (Σx per
+    position) and ``sq_parts[L, C, k]``, partial sums of x² whose sum over the last axis is ``sq_sum[L, C]``
+    (Σx² over samples and positions; k = D for small D, where per-position squares are cheaper to
+    accumulate, else 1).
 
     Slot ``i`` holds label ``i`` (``labels=None`` puts everything in slot 0). Use :meth:`present` to drop
     slots of labels that never occurred before evaluating label-aware trees.
@@ -32,7 +35,7 @@ class ClassStats:
 
     count: Tensor
     pos_sum: Tensor
-    sq_pos: Tensor
+    sq_parts: Tensor
     classes: Tensor
     labelled: bool = False  # True once a batch came with labels (label-aware trees need it)
     _work: Tensor | None = field(default=None, repr=False, compare=False)  # reused float64 block buffers
@@ -43,7 +46,8 @@ class ClassStats:
         return cls(
             count=torch.zeros(num_classes, dtype=dt, device=device),
             pos_sum=torch.zeros(num_classes, channels, positions, dtype=dt, device=device),
-            sq_pos=torch.zeros(num_classes, channels, positions, dtype=dt, device=device),
+            sq_parts=torch.zeros(num_classes, channels, positions if positions < PER_POSITION_SQUARES_BELOW else 1,
+                                 dtype=dt, device=device),
             classes=torch.arange(num_classes, device=device),
         )
 
@@ -58,7 +62,7 @@ class ClassStats:
     @property
     def sq_sum(self) -> Tensor:
         """``[L, C]``: Σx² over samples and positions."""
-        return self.sq_pos.sum(-1)
+        return self.sq_parts.sum(-1)
 
     @property
     def num_samples(self) -> int:
@@ -71,7 +75,7 @@ class ClassStats:
         z = self.pos_sum.new_zeros
         self.count = torch.cat([self.count, z(extra)])
         self.pos_sum = torch.cat([self.pos_sum, z(extra, self.num_channels, self.positions)])
-        self.sq_pos = torch.cat([self.sq_pos, z(extra, self.num_channels, self.positions)])
+        self.sq_parts = torch.cat([self.sq_parts, z((extra,) + tuple(self.sq_parts.shape[1:]))])
         self.classes = torch.arange(num_classes, device=self.count.device)
 
     @torch.no_grad()
@@ -102,12 +106,15 @@ class ClassStats:
         for start in range(0, b, rows):
             block = f[start:start + rows]
             n = block.shape[0]
-            x, x2 = self._work[0, :n], self._work[1, :n]
+            x = self._work[0, :n]
             x.copy_(block)
-            torch.mul(x, x, out=x2)
             lab = labels[start:start + rows]
             self.pos_sum.index_add_(0, lab, x)
-            self.sq_pos.index_add_(0, lab, x2)
+            if self.sq_parts.shape[2] == 1:  # a vectorised norm over D positions per (sample, channel)
+                self.sq_parts.index_add_(0, lab, torch.linalg.vector_norm(x, dim=-1, keepdim=True).square_())
+            else:  # tiny D: inner reductions are slow, square per position instead
+                x2 = torch.mul(x, x, out=self._work[1, :n])
+                self.sq_parts.index_add_(0, lab, x2)
 
     def release(self) -> None:
         """Free the block buffer (when streaming is over)."""
@@ -128,17 +135,17 @@ class ClassStats:
     def present(self) -> "ClassStats":
         """Only the class slots that saw at least one sample."""
         keep = self.count > 0
-        return ClassStats(self.count[keep], self.pos_sum[keep], self.sq_pos[keep], self.classes[keep], self.labelled)
+        return ClassStats(self.count[keep], self.pos_sum[keep], self.sq_parts[keep], self.classes[keep], self.labelled)
 
     def merge(self, other: "ClassStats") -> "ClassStats":
         """Sum of two statistics of the same layer (e.g. from two workers)."""
         if other.pos_sum.shape[1:] != self.pos_sum.shape[1:]:
             raise ValueError("cannot merge statistics of layers with different shapes")
-        a = ClassStats(self.count.clone(), self.pos_sum.clone(), self.sq_pos.clone(), self.classes,
+        a = ClassStats(self.count.clone(), self.pos_sum.clone(), self.sq_parts.clone(), self.classes,
                        self.labelled or other.labelled)
         a._grow(max(a.count.shape[0], other.count.shape[0]))
         n = other.count.shape[0]
         a.count[:n] += other.count
         a.pos_sum[:n] += other.pos_sum
-        a.sq_pos[:n] += other.sq_pos
+        a.sq_parts[:n] += other.sq_parts
         return a
