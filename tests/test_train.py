@@ -123,3 +123,17 @@ def test_checkpoint_refuses_pickled_code(tmp_path: Path) -> None:
     torch.save({"format": "evoprune.checkpoint/1", "arch": nn.ReLU(), "arch_kwargs": {}, "state_dict": {}}, path)
     with pytest.raises(CheckpointError, match="cannot be read"):
         load_checkpoint(path)
+
+
+def test_load_checkpoint_replays_structural_pruning(tmp_path: Path) -> None:
+    from evoprune.prune import ChannelPruner, PruneSchedule
+
+    data = load_dataset("synthetic", num_samples=120, num_classes=4, image_size=16)
+    kwargs = {"in_channels": 1, "num_classes": 4, "image_size": (16, 16)}
+    pruner = ChannelPruner("l1", schedule=PruneSchedule(ratio=0.5), finetune=None, evaluate_test=False,
+                           latency_repeats=1).prune(build_model("lenet5", **kwargs), data)
+    path = pruner.save(tmp_path / "pruned.pt", arch="lenet5", arch_kwargs=kwargs)
+    loaded, _ = load_checkpoint(path)
+    assert loaded.conv1.out_channels == pruner.model_.conv1.out_channels == 10
+    x = data.test.x[:4]
+    assert torch.equal(loaded.eval()(x), pruner.model_.eval()(x))

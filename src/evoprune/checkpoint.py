@@ -64,7 +64,11 @@ def read_checkpoint(path: str | Path, *, map_location: str | torch.device = "cpu
 
 
 def load_checkpoint(path: str | Path, *, map_location: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
-    """Rebuild the model by name from the zoo and load its weights. Returns ``(model, payload)``."""
+    """Rebuild the model by name from the zoo and load its weights. Returns ``(model, payload)``.
+
+    A structurally pruned model (``meta["pruning"]``, written by ``evoprune.prune``) is rebuilt unpruned, then its
+    recorded pruning history is replayed so every layer has its pruned width before the weights load.
+    """
     from evoprune.models import build_model
 
     payload = read_checkpoint(path, map_location=map_location)
@@ -72,6 +76,14 @@ def load_checkpoint(path: str | Path, *, map_location: str | torch.device = "cpu
         model = build_model(payload["arch"], **payload["arch_kwargs"])
     except Exception as exc:
         raise CheckpointError(f"checkpoint {path}: cannot build {payload['arch']!r} with {payload['arch_kwargs']}: {exc}") from exc
+    record = payload.get("meta", {}).get("pruning")
+    if record:
+        from evoprune.prune.io import apply_pruning_record
+
+        try:
+            apply_pruning_record(model, record, payload["arch_kwargs"])
+        except CheckpointError as exc:
+            raise CheckpointError(f"checkpoint {path}: {exc}") from exc
     try:
         model.load_state_dict(payload["state_dict"])
     except RuntimeError as exc:

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from evoprune.checkpoint import read_checkpoint, save_checkpoint
+from evoprune.checkpoint import load_checkpoint, save_checkpoint
 from evoprune.errors import CheckpointError
 from evoprune.prune.errors import PruningError
 from evoprune.prune.graph import ModelGraph
@@ -58,30 +58,23 @@ def replay_history(model: nn.Module, history: list[list[Any]], example_inputs: t
     return model
 
 
-def load_pruned(path: str | Path, *, map_location: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
-    """Rebuild a (pruned or plain) checkpoint's model: zoo model, replayed history, weights. ``(model, payload)``."""
-    from evoprune.models import build_model
+def apply_pruning_record(model: nn.Module, record: dict[str, Any], arch_kwargs: dict[str, Any]) -> nn.Module:
+    """Shrink a freshly built zoo model as a checkpoint's ``meta["pruning"]`` record says (in place)."""
+    if record.get("format") != PRUNING_FORMAT:
+        raise CheckpointError(f"unknown pruning record format {record.get('format')!r}")
+    shape = record.get("input_shape") or list(example_input(arch_kwargs).shape[1:])
+    try:
+        return replay_history(model, record["history"], torch.zeros(1, *shape))
+    except PruningError as exc:
+        raise CheckpointError(str(exc)) from exc
 
-    payload = read_checkpoint(path, map_location=map_location)
-    try:
-        model = build_model(payload["arch"], **payload["arch_kwargs"])
-    except Exception as exc:
-        raise CheckpointError(f"checkpoint {path}: cannot build {payload['arch']!r} with {payload['arch_kwargs']}: {exc}") from exc
-    record = payload.get("meta", {}).get("pruning")
-    if record:
-        if record.get("format") != PRUNING_FORMAT:
-            raise CheckpointError(f"checkpoint {path}: unknown pruning record format {record.get('format')!r}")
-        shape = record.get("input_shape") or list(example_input(payload["arch_kwargs"]).shape[1:])
-        try:
-            replay_history(model, record["history"], torch.zeros(1, *shape))
-        except PruningError as exc:
-            raise CheckpointError(f"checkpoint {path}: {exc}") from exc
-    try:
-        model.load_state_dict(payload["state_dict"])
-    except RuntimeError as exc:
-        first = " ".join(str(exc).splitlines()[:3])[:400]
-        raise CheckpointError(f"checkpoint {path} does not match its architecture after replaying its pruning: {first}") from exc
-    return model, payload
+
+def load_pruned(path: str | Path, *, map_location: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild a (pruned or plain) checkpoint's model: zoo model, replayed history, weights. ``(model, payload)``.
+
+    The same as :func:`evoprune.checkpoint.load_checkpoint`, which replays pruning histories itself.
+    """
+    return load_checkpoint(path, map_location=map_location)
 
 
 def pruning_history_of(payload: dict[str, Any]) -> list[list[Any]]:
