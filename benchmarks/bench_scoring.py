@@ -12,7 +12,8 @@ Timed, alternately in one process, ``--repeats`` times:
 * ``end to end``: ``score_layers(model, "eq3", x, y)`` (forward passes included), next to one plain
   forward pass over the data (a lower bound for the reference's activation collection).
 
-Writes ``benchmarks/results/scoring.json`` and ``scoring.md``. Synthetic inputs (uniform 3x32x32 with
+Writes ``benchmarks/results/scoring.json`` and ``scoring.md`` (``--name`` changes the stem, e.g.
+``--classes 100 --name scoring.c100``). Synthetic inputs (uniform 3x32x32 with
 balanced labels) and an untrained, seeded network: scoring cost does not depend on training.
 
     .venv/bin/python benchmarks/bench_scoring.py --repeats 3 --threads 1
@@ -36,6 +37,7 @@ def _args() -> argparse.Namespace:
     p.add_argument("--device", default="cpu", help="device for our side (the reference is numpy on CPU)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results"))
+    p.add_argument("--name", default="scoring", help="result file stem (default scoring: scoring.json, scoring.md)")
     return p.parse_args()
 
 
@@ -194,8 +196,8 @@ def main(args: argparse.Namespace) -> int:
     }
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "scoring.json").write_text(json.dumps(result, indent=2) + "\n")
-    (out / "scoring.md").write_text(_markdown(result) + "\n")
+    (out / f"{args.name}.json").write_text(json.dumps(result, indent=2) + "\n")
+    (out / f"{args.name}.md").write_text(_markdown(result) + "\n")
     print(_markdown(result))
     return 0
 
