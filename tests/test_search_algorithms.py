@@ -82,8 +82,16 @@ def test_sa_improved_mode_restores_weights_and_respects_the_accuracy_budget() ->
     assert result.final["val"]["accuracy"] >= floor
     accepted = [r for r in result.history if r["accepted"] and r["kind"] == "propose"]
     assert all(not r["violated"] for r in accepted)
-    sparsities = [r["sparsity"] for r in accepted]
-    assert any(b < a for a, b in zip(sparsities, sparsities[1:])), "restore moves should sometimes lower sparsity"
+    # Moves can restore weights: some proposals are less sparse than the state they were drawn from.
+    current, restoring = None, 0
+    for record in result.history:
+        if record["kind"] == "start":
+            current = record["sparsity"]
+        elif record["kind"] == "propose":
+            restoring += record["sparsity"] < current
+            if record["accepted"]:
+                current = record["sparsity"]
+    assert restoring > 0
     assert result.evaluations == len(result.phases) * (1 + 30)
 
 
@@ -127,3 +135,13 @@ def test_tournament_picks_the_lowest_cost_of_its_draw() -> None:
     assert tournament(scores, 10, gen) == 3
     draws = {tournament(scores, 1, gen) for _ in range(50)}
     assert draws == {0, 1, 2, 3}  # size 1 is a uniform pick
+
+
+def test_ga_batched_and_member_by_member_population_scoring_agree() -> None:
+    model, data = trained_model_and_data()
+    runs = {mode: search_masks(model, data, algorithm="ga", device="cpu",
+                               config=loss_budget_config(ga={"generations": 3}, population_mode=mode))
+            for mode in ("vmap", "loop")}
+    for a, b in zip(runs["vmap"].history, runs["loop"].history):
+        assert a["cost"] == pytest.approx(b["cost"], rel=1e-6)
+    assert all(torch.equal(runs["vmap"].masks[n], runs["loop"].masks[n]) for n in runs["loop"].masks)

@@ -107,3 +107,14 @@ def test_budget_shares() -> None:
     assert budget_shares([1, 1, 2], "linear") == pytest.approx([1 / 3, 2 / 3, 1.0])
     assert budget_shares([1, 1, 2], "weights") == pytest.approx([0.25, 0.5, 1.0])
     assert budget_shares([1, 1, 2], "none") == [1.0, 1.0, 1.0]
+
+
+def test_layer_steps_share_the_same_total_by_weight_count() -> None:
+    from evoprune.search.runner import layer_steps
+
+    assert layer_steps(SIZES, 200, "uniform") == [200] * 5
+    steps = layer_steps(SIZES, 140, "weights")
+    assert sum(steps) == 700 and min(steps) >= 14
+    assert steps[2] == max(steps) and steps[0] == min(steps)
+    # Above the floor of 14 each, the rest (630) goes by weight share: FC1 holds 48,000 / 61,470 of it.
+    assert steps[2] == pytest.approx(14 + 630 * 48000 / 61470, abs=1)

@@ -10,10 +10,12 @@ once one valid chromosome exists); an SA candidate that violates the cap is neve
 state.
 
 ``improved`` (spec §8, §9.2): selection on the validation split (test reported once), global weight-count
-sparsity, an accuracy budget relative to the baseline shared out over layers by weight count, temperature
-calibrated from sampled cost changes with geometric cooling and an adaptive move size, moves that also restore
-weights, uniform crossover, and a final joint pass over all layers with the full budget, at about the seed's
-number of evaluations for a 5-layer model (SA 1,005; GA 1,062 vs 1,060).
+sparsity, an accuracy budget relative to the baseline (3 points by default: on MNIST-5k budgets of 1, 3, 5, 8 and
+12 points gave trade-off scores 0.58, 0.65, 0.65, 0.64, 0.67, so 3 is the knee) shared out over layers by weight
+count, evaluations shared out over layers by weight count, temperature calibrated from sampled cost changes with
+geometric cooling and an adaptive move size, moves that also restore weights, uniform crossover, and a final joint
+pass over all layers with the full budget, at about the seed's number of evaluations for a 5-layer model
+(SA 1,005; GA 1,062 vs 1,060).
 """
 
 from __future__ import annotations
@@ -42,7 +44,8 @@ def _check_choice(value: object, allowed: tuple[str, ...], what: str) -> None:
 class SAConfig:
     """Simulated annealing. ``iterations`` proposals per layer (plus one evaluation of the starting state);
     ``t0=None`` calibrates T0 from ``calibration_samples`` proposals so that a worse move of mean size is accepted
-    with probability ``initial_acceptance``. ``rate_schedule='adaptive'`` grows the move size after an accepted
+    with probability ``initial_acceptance``; the calibrated temperature is relative to the current cost (the
+    1/sparsity term's slope changes by orders of magnitude during a run), then cooled by ``cooling``. ``rate_schedule='adaptive'`` grows the move size after an accepted
     move and shrinks it after a rejection (1/5 success rule) instead of the seed's linear decay."""
 
     iterations: int = 200
@@ -102,6 +105,13 @@ class SearchConfig:
     ``baseline_loss / cap_reference_loss`` (e.g. 0.0895, the seed's baseline, for a dataset whose baseline loss
     lies above the absolute caps). ``caps='budget'`` allows the loss to grow by ``budget`` (relative) or the
     accuracy to drop by ``budget`` (absolute fraction) against the baseline, shared over layers by ``warmup``.
+    ``allocation='weights'`` shares the per-layer evaluations (``sa.iterations``/``ga.generations`` times the number
+    of layers) in proportion to the layers' weight counts instead of equally.
+
+    Speed: ``batch_size`` images per forward chunk (default by device: 512 on a CPU, where bigger chunks fall out
+    of cache and run slower, 8192 on a GPU); ``population_mode='auto'`` scores a GA population with one
+    ``vmap``-batched forward on a GPU and member by member on a CPU, where the batched form measured no faster
+    (``benchmarks/bench_mask_search.py --speed`` times both).
     """
 
     preset: str = "seed"
@@ -116,6 +126,7 @@ class SearchConfig:
     budget: float = 0.01
     budget_metric: ConstraintMetric = "accuracy"
     warmup: Literal["linear", "weights", "none"] = "weights"
+    allocation: Literal["uniform", "weights"] = "uniform"
     mutation_rate: float = 0.15
     restore_ratio: float = 0.0
     magnitude_bias: float = 0.0
@@ -124,8 +135,9 @@ class SearchConfig:
     baselines: bool = True
     eps: float = 1e-8
     penalty: float = 1e8
-    batch_size: int = 2048
+    batch_size: int | None = None
     population_batch_size: int | None = None
+    population_mode: Literal["auto", "vmap", "loop"] = "auto"
     sa: SAConfig = field(default_factory=SAConfig)
     ga: GAConfig = field(default_factory=GAConfig)
 
@@ -135,6 +147,7 @@ class SearchConfig:
         _check_choice(self.caps, ("seed", "budget"), "caps")
         _check_choice(self.budget_metric, ("loss", "accuracy"), "budget_metric")
         _check_choice(self.warmup, ("linear", "weights", "none"), "warmup")
+        _check_choice(self.allocation, ("uniform", "weights"), "allocation")
         _check(self.budget > 0, f"budget must be > 0 (allowed {self.budget_metric} change against the baseline), got {self.budget}")
         _check(self.budget_metric != "accuracy" or self.budget < 1, f"an accuracy budget is a fraction below 1 (0.01 = one point), got {self.budget}")
         _check(self.loss_to_warmup > 0, f"loss_to_warmup must be > 0, got {self.loss_to_warmup}")
@@ -146,7 +159,8 @@ class SearchConfig:
         _check(self.finetune_epochs >= 0, f"finetune_epochs must be ≥ 0, got {self.finetune_epochs}")
         _check(self.finetune_lr > 0, f"finetune_lr must be > 0, got {self.finetune_lr}")
         _check(self.eval_size is None or self.eval_size >= 1, f"eval_size must be ≥ 1, got {self.eval_size}")
-        _check(self.batch_size >= 1, f"batch_size must be ≥ 1, got {self.batch_size}")
+        _check(self.batch_size is None or self.batch_size >= 1, f"batch_size must be ≥ 1, got {self.batch_size}")
+        _check_choice(self.population_mode, ("auto", "vmap", "loop"), "population_mode")
         _check(self.eps > 0 and self.penalty > 0, "eps and penalty must be > 0")
         if self.layer_indices is not None:
             object.__setattr__(self, "layer_indices", tuple(int(i) for i in self.layer_indices))
@@ -180,9 +194,10 @@ PRESETS: dict[str, SearchConfig] = {
         selection_split="val",
         sparsity="global",
         caps="budget",
-        budget=0.01,
+        budget=0.03,
         budget_metric="accuracy",
         warmup="weights",
+        allocation="weights",
         restore_ratio=0.5,
         sa=SAConfig(iterations=140, t0=None, cooling="geometric", rate_schedule="adaptive", joint_iterations=299),
         ga=GAConfig(generations=14, crossover="uniform", mutation="prune_restore", init="around_current",

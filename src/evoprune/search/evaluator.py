@@ -186,12 +186,9 @@ class MaskEvaluator:
         if len(sizes) != 1 or 0 in sizes:
             raise ConfigError(f"population stacks must share one non-zero size, got sizes {sorted(sizes)}")
         pop = sizes.pop()
-        stacked = self._candidate_params(candidates, batched=True)
         if self.population_mode == "loop":
-            out = []
-            for i in range(pop):
-                out.append(self.evaluate({n: m[i] for n, m in candidates.items()}))
-            return out
+            return [self.evaluate({n: m[i] for n, m in candidates.items()}) for i in range(pop)]
+        stacked = self._candidate_params(candidates, batched=True)
         fixed = {k: v for k, v in self._fixed.items()}
         for name in self._focus:
             if _weight_key(name) not in stacked:

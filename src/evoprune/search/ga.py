@@ -75,8 +75,10 @@ def _record(phase: Phase, generation: int, rate: float, score: Score, valid: int
             **score.as_dict(), "valid": valid}
 
 
-def run_ga_phase(state: SearchState, phase: Phase, search: SearchConfig, generations: int) -> Score:
-    """Evolve the masks of ``phase.layers`` for ``generations``; commit the best chromosome if it respects the cap."""
+def run_ga_phase(state: SearchState, phase: Phase, search: SearchConfig) -> Score:
+    """Evolve the masks of ``phase.layers`` for ``phase.steps`` generations; commit the best chromosome if it
+    respects the cap."""
+    generations = phase.steps
     cfg: GAConfig = search.ga
     evaluator = state.evaluator
     evaluator.focus(phase.layers)

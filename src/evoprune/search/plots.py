@@ -36,7 +36,8 @@ def plot_history(histories: Mapping[str, Sequence[Mapping[str, Any]]], path: str
         ax.set_ylabel(key)
         ax.grid(alpha=0.3)
     axes[0].set_yscale("log")
-    axes[0].legend()
+    if axes[0].get_legend_handles_labels()[0]:
+        axes[0].legend()
     fig.suptitle("Mask search: cost, accuracy and loss against sparsity")
     path = Path(path)
     fig.savefig(path, dpi=110)
@@ -58,7 +59,8 @@ def plot_layers(layer_tables: Mapping[str, Sequence[Mapping[str, Any]]], path: s
     ax.set_ylabel("share of weights pruned")
     ax.set_ylim(0, 1)
     ax.grid(axis="y", alpha=0.3)
-    ax.legend()
+    if labels:
+        ax.legend()
     ax.set_title("Per-layer sparsity")
     path = Path(path)
     fig.savefig(path, dpi=110)

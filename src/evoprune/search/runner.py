@@ -83,22 +83,36 @@ def _phases(graph: LayerGraph, config: SearchConfig, algorithm: str, baseline: M
         else:
             constraints = [Constraint("accuracy", baseline.accuracy - config.budget * s) for s in shares]
             final = Constraint("accuracy", baseline.accuracy - config.budget)
-    phases = [Phase(l.name, (l.name,), c) for l, c in zip(layers, constraints)]
+    per_layer = config.sa.iterations if algorithm == "sa" else config.ga.generations
+    steps = layer_steps([l.numel for l in layers], per_layer, config.allocation)
+    phases = [Phase(l.name, (l.name,), c, n) for l, c, n in zip(layers, constraints, steps)]
     joint = config.sa.joint_iterations if algorithm == "sa" else config.ga.joint_generations
-    if joint > 0 and len(layers) > 0:
-        phases.append(Phase("joint", tuple(l.name for l in layers), final))
+    if joint > 0:
+        phases.append(Phase("joint", tuple(l.name for l in layers), final, joint))
     return phases
 
 
+def layer_steps(sizes: Sequence[int], per_layer: int, allocation: str) -> list[int]:
+    """Steps (SA proposals or GA generations) of each layer's phase: ``per_layer`` each (``uniform``), or the same
+    total shared in proportion to the layers' weight counts with at least a tenth of ``per_layer`` each
+    (``weights``), so a 150-weight layer does not get as many evaluations as a 48,000-weight one."""
+    if allocation == "uniform":
+        return [per_layer] * len(sizes)
+    total = per_layer * len(sizes)
+    floor = max(1, per_layer // 10)
+    spare = total - floor * len(sizes)
+    shares = [spare * size / sum(sizes) for size in sizes]
+    steps = [floor + int(share) for share in shares]
+    # Hand out what rounding down left over to the largest remainders, so the total is exact.
+    for i in sorted(range(len(sizes)), key=lambda i: shares[i] - int(shares[i]), reverse=True)[:total - sum(steps)]:
+        steps[i] += 1
+    return steps
+
+
 def _planned_evaluations(phases: Sequence[Phase], config: SearchConfig, algorithm: str) -> int:
-    total = 0
-    for phase in phases:
-        if algorithm == "sa":
-            total += 1 + (config.sa.joint_iterations if phase.label == "joint" else config.sa.iterations)
-        else:
-            gens = config.ga.joint_generations if phase.label == "joint" else config.ga.generations
-            total += config.ga.population + gens * (config.ga.population - config.ga.elite)
-    return total
+    if algorithm == "sa":
+        return sum(1 + phase.steps for phase in phases)
+    return sum(config.ga.population + phase.steps * (config.ga.population - config.ga.elite) for phase in phases)
 
 
 def _finetune(model: nn.Module, masks: dict[str, torch.Tensor], data: _Data, config: SearchConfig, seed: int,
@@ -115,6 +129,15 @@ def _finetune(model: nn.Module, masks: dict[str, torch.Tensor], data: _Data, con
         prune.remove(tuned.get_submodule(name), "weight")
     state = {k: v.detach().cpu().clone() for k, v in tuned.state_dict().items()}
     return {k: {"loss": m.loss, "accuracy": m.accuracy} for k, m in metrics.items()}, state
+
+
+def resolve_speed_settings(config: SearchConfig, device: torch.device) -> SearchConfig:
+    """Fill in the device-dependent defaults: chunk size and how GA populations are batched."""
+    accelerator = device.type != "cpu"
+    return config.with_overrides(
+        batch_size=config.batch_size or (8192 if accelerator else 512),
+        population_mode=("vmap" if accelerator else "loop") if config.population_mode == "auto" else None,
+    )
 
 
 def _machine() -> dict[str, Any]:
@@ -149,6 +172,7 @@ def search_masks(
     if prune.is_pruned(model):
         raise ConfigError("the model already carries torch.nn.utils.prune masks; call prune.remove() on its layers first")
     dev = resolve_device(device)
+    cfg = resolve_speed_settings(cfg, dev)
     model.to(dev)
     was_training = model.training
     model.eval()
@@ -166,7 +190,8 @@ def search_masks(
                     f"{base_sel.loss:.4f}, accuracy {base_sel.accuracy:.4f}), so nothing can be pruned there"
                     for p in phases if p.constraint.violated(base_sel.loss, base_sel.accuracy)]
         evaluator = MaskEvaluator(graph, x_sel, y_sel, batch_size=cfg.batch_size,
-                                  population_batch_size=cfg.population_batch_size)
+                                  population_batch_size=cfg.population_batch_size,
+                                  population_mode=cfg.population_mode)
         objective = Objective(base_sel.loss, cfg.eps, cfg.penalty)
         generator = torch.Generator().manual_seed(seed)
         with make_progress(progress) as bar:
@@ -186,11 +211,9 @@ def search_masks(
             for phase in phases:
                 t0, e0 = time.perf_counter(), evaluator.evaluations
                 if algorithm == "sa":
-                    steps = cfg.sa.joint_iterations if phase.label == "joint" else cfg.sa.iterations
-                    score = run_sa_phase(state, phase, cfg, steps)
+                    score = run_sa_phase(state, phase, cfg)
                 else:
-                    gens = cfg.ga.joint_generations if phase.label == "joint" else cfg.ga.generations
-                    score = run_ga_phase(state, phase, cfg, gens)
+                    score = run_ga_phase(state, phase, cfg)
                 seconds, evals = time.perf_counter() - t0, evaluator.evaluations - e0
                 phase_reports.append({
                     "phase": phase.label, "layers": list(phase.layers), "constraint": phase.constraint.metric,

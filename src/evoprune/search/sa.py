@@ -2,8 +2,9 @@
 
 Seed behaviour: start from the committed masks, propose by dropping each kept weight with probability
 ``r = 0.15·(1 − t/T)``, cool as ``T0 / (1 + ln(1 + t))`` from T0 = 1, accept by Metropolis, keep the best state.
-A candidate that violates the phase's cap is never accepted. Improved mode calibrates T0 from sampled cost changes,
-cools geometrically, adapts the move size to the acceptance rate, and can restore pruned weights.
+A candidate that violates the phase's cap is never accepted. Improved mode calibrates T0 from sampled relative cost
+changes (keeping the temperature proportional to the current cost), cools geometrically, adapts the move size to
+the acceptance rate (1/5 success rule), and can restore pruned weights.
 """
 
 from __future__ import annotations
@@ -41,8 +42,9 @@ def _record(phase: Phase, step: int, kind: str, score: Score, temperature: float
             "mutation_rate": rate, **score.as_dict(), "accepted": accepted}
 
 
-def run_sa_phase(state: SearchState, phase: Phase, search: SearchConfig, iterations: int) -> Score:
-    """Anneal the masks of ``phase.layers`` for ``iterations`` proposals; commit and return the best state."""
+def run_sa_phase(state: SearchState, phase: Phase, search: SearchConfig) -> Score:
+    """Anneal the masks of ``phase.layers`` for ``phase.steps`` proposals; commit and return the best state."""
+    iterations = phase.steps
     cfg: SAConfig = search.sa
     evaluator = state.evaluator
     evaluator.focus(phase.layers)
@@ -54,6 +56,7 @@ def run_sa_phase(state: SearchState, phase: Phase, search: SearchConfig, iterati
     rate = rate0
     start = 0
     t0 = cfg.t0
+    relative_t0 = 0.0
     if t0 is None:
         # Calibration: sample moves from the start, set T0 from the worse valid ones, keep the best valid one.
         start = min(cfg.calibration_samples, iterations)
@@ -66,20 +69,27 @@ def run_sa_phase(state: SearchState, phase: Phase, search: SearchConfig, iterati
                 if score.cost < best_score.cost:
                     best, best_score = candidate, score
             state.log(_record(phase, step, "calibrate", score, None, rate0, False))
-        calibrated = calibrated_temperature(deltas, cfg.initial_acceptance)
+        # Calibrated on changes relative to the cost: 1/s dominates the cost and its slope changes by orders of
+        # magnitude as sparsity grows, so a temperature fixed in absolute units would be far too hot later on.
+        start_cost = current_score.cost
+        relative = [d / start_cost for d in deltas]
+        calibrated = calibrated_temperature(relative, cfg.initial_acceptance)
         if calibrated is None:  # no worse valid move seen: scale on the size of the changes that were seen
-            moves = [abs(d) for d in deltas if d != 0]
-            calibrated = (sum(moves) / len(moves)) if moves else 1e-3 * abs(current_score.cost)
-        t0 = max(calibrated, 1e-12)
+            moves = [abs(d) for d in relative if d != 0]
+            calibrated = (sum(moves) / len(moves)) if moves else 1e-3
+        relative_t0 = max(calibrated, 1e-12)
         if best is not current:
             current, current_score = best, best_score
     for step in range(start, iterations):
         if cfg.rate_schedule == "linear":
             rate = linear_rate(rate0, step, iterations)
-        if cfg.cooling == "log":
-            temperature = log_temperature(t0, step)
+        if t0 is not None:
+            temperature = log_temperature(t0, step) if cfg.cooling == "log" else geometric_temperature(
+                t0, step, iterations, cfg.final_temperature_ratio)
         else:
-            temperature = geometric_temperature(t0, step - start, iterations - start, cfg.final_temperature_ratio)
+            schedule = log_temperature(relative_t0, step - start) if cfg.cooling == "log" else geometric_temperature(
+                relative_t0, step - start, iterations - start, cfg.final_temperature_ratio)
+            temperature = schedule * current_score.cost
         candidate = propose(state, current, rate, search.restore_ratio)
         score = state.score(candidate, phase.constraint)
         delta = score.cost - current_score.cost

@@ -21,11 +21,13 @@ Genome = dict[str, torch.Tensor]
 
 @dataclass(frozen=True)
 class Phase:
-    """One stage of the search: the layers it changes and the cap it must respect."""
+    """One stage of the search: the layers it changes, the cap it must respect, and its length (SA proposals or
+    GA generations)."""
 
     label: str
     layers: tuple[str, ...]
     constraint: Constraint
+    steps: int
 
 
 class SearchState:
