@@ -19,6 +19,7 @@ COMMANDS: tuple[str, ...] = (
     "metrics",
     "prune",
     "search",
+    "evolve",
 )
 
 

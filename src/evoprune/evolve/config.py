@@ -1,0 +1,511 @@
+"""Typed, validated configuration of an evolution run, loaded from TOML presets and overridable per key.
+
+A config has four parts: the search itself (``[evolution]``: population, selection, variation rates), the tree
+operators (``[operators]``: limits and generators), how candidates are evaluated (``[evaluation]``: executor,
+workers, time limit) and the fitness tasks (``[[tasks]]``). Everything is a frozen dataclass so a run's settings
+cannot drift once it started; :func:`config_to_dict` / :func:`config_from_dict` round-trip it through plain data
+(the run directory keeps ``config.json``). Every bad value is one :class:`~evoprune.errors.ConfigError` that names
+the key, the value and what is allowed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import hashlib
+import json
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field, fields, replace
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+from evoprune.errors import ConfigError
+
+Selection = Literal["truncation", "tournament"]
+Generator = Literal["full", "grow", "half"]
+ExecutorKind = Literal["serial", "process", "ray"]
+NonFinite = Literal["fail", "allow"]
+
+#: The seven human-designed seed functions of the paper (spec §2.3), by metric-library name.
+PAPER_SEEDS: tuple[str, ...] = ("AbsSNR", "FDR", "SymDiv", "Tstats", "WL1", "WL2", "GeoMedian")
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    """The GP loop. ``generations`` counts generation 0 (the initial population), as the paper's code does.
+
+    The paper's scheme is ``selection="truncation"``: the best ``elites`` are kept unchanged and every other
+    slot is a clone of a random elite, then varied (one-point crossover of consecutive pairs with
+    ``crossover_prob``, subtree mutation with ``mutation_prob``). ``"tournament"`` keeps the same elites but
+    draws the parents of the children by tournaments of ``tournament_size`` over the whole population.
+    ``unique_children`` re-mutates (up to the retry limit) a child whose canonical form was already evaluated
+    or is already in the new population: a duplicate costs no evaluation (the fitness cache) but wastes a slot.
+    ``reevaluate_elites`` gives each elite one more evaluation with a new seed per generation, up to
+    ``max_evaluations``; its fitness is the mean (fitness is noisy; the paper kept lucky values forever).
+    """
+
+    generations: int = 10
+    population: int = 14
+    elites: int = 6
+    selection: Selection = "truncation"
+    tournament_size: int = 3
+    crossover_prob: float = 0.75
+    mutation_prob: float = 0.75
+    seeds: tuple[str, ...] = PAPER_SEEDS
+    seed_copies: int = 1
+    random_init: int = 0
+    unique_children: bool = True
+    reevaluate_elites: bool = False
+    max_evaluations: int = 3
+    hall_of_fame: int = 10
+    alpha: float | None = None
+
+    def __post_init__(self) -> None:
+        _at_least("evolution.generations", self.generations, 1)
+        _at_least("evolution.population", self.population, 2)
+        _at_least("evolution.elites", self.elites, 1)
+        if self.elites >= self.population:
+            raise ConfigError(f"evolution.elites ({self.elites}) must be smaller than evolution.population "
+                              f"({self.population}): the other slots are the children")
+        _at_least("evolution.tournament_size", self.tournament_size, 1)
+        _probability("evolution.crossover_prob", self.crossover_prob)
+        _probability("evolution.mutation_prob", self.mutation_prob)
+        _at_least("evolution.seed_copies", self.seed_copies, 0)
+        _at_least("evolution.random_init", self.random_init, 0)
+        _at_least("evolution.max_evaluations", self.max_evaluations, 1)
+        _at_least("evolution.hall_of_fame", self.hall_of_fame, 1)
+        if not self.seeds and self.random_init == 0:
+            raise ConfigError("the initial population is empty: give evolution.seeds or evolution.random_init > 0")
+        if self.seed_copies == 0 and self.random_init == 0:
+            raise ConfigError("the initial population is empty: evolution.seed_copies is 0 and random_init is 0")
+        if self.alpha is not None:
+            _probability("evolution.alpha", self.alpha)
+
+
+@dataclass(frozen=True)
+class OperatorConfig:
+    """Tree generation and the limits every child must respect.
+
+    Mutation replaces a random subtree with a new tree of height ``mutation_min_height``–``mutation_max_height``
+    (the paper: ``genFull`` 0–4). Random initial trees use ``genHalfAndHalf`` with ``init_min_height``–
+    ``init_max_height``. A child that breaks ``max_height`` / ``max_size`` (DEAP ``staticLimit``-style), fails to
+    type-check, or gives a non-finite score on the synthetic test layers is invalid; the operator is retried from
+    the original parents at most ``max_retries`` times, then the parents are kept. A child is also invalid when
+    :mod:`evoprune.evolve.cost` estimates it would hold more than ``max_elements`` values in memory or take more
+    than ``max_operations`` operations on some layer of a task (the limits also fail a given seed at evaluation
+    time, rather than letting it exhaust a worker's memory). ``constants`` adds scalar
+    constant terminals (the paper has none); ``exclude`` drops primitives or operands from the design space.
+    """
+
+    max_height: int = 10
+    max_size: int = 64
+    mutation_generator: Generator = "full"
+    mutation_min_height: int = 0
+    mutation_max_height: int = 4
+    init_min_height: int = 1
+    init_max_height: int = 4
+    max_retries: int = 10
+    max_elements: float = 3e7
+    max_operations: float = 1e10
+    constants: tuple[float, ...] = ()
+    exclude: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        _at_least("operators.max_height", self.max_height, 1)
+        _at_least("operators.max_size", self.max_size, 1)
+        _at_least("operators.mutation_min_height", self.mutation_min_height, 0)
+        _at_least("operators.init_min_height", self.init_min_height, 0)
+        _at_least("operators.max_retries", self.max_retries, 1)
+        if not (self.max_elements > 0 and self.max_operations > 0):
+            raise ConfigError("operators.max_elements and operators.max_operations must be > 0")
+        if self.mutation_max_height < self.mutation_min_height:
+            raise ConfigError("operators.mutation_max_height must be ≥ operators.mutation_min_height")
+        if self.init_max_height < self.init_min_height:
+            raise ConfigError("operators.init_max_height must be ≥ operators.init_min_height")
+        if self.mutation_max_height > self.max_height or self.init_max_height > self.max_height:
+            raise ConfigError("operators.max_height must be at least the mutation and initial tree heights")
+
+
+@dataclass(frozen=True)
+class EvaluationConfig:
+    """Where and how candidates are evaluated. None of it changes a candidate's fitness except ``threads``,
+    ``device`` and ``nonfinite`` (floating-point results can depend on the thread count and the device).
+
+    ``workers=0`` means one per CPU core (process executor) or as many as the cluster runs at once (Ray).
+    ``threads`` is the torch thread count inside every evaluation, the same in every executor, so a fitness
+    depends only on (formula, task, seed). ``timeout`` is the per-evaluation wall-clock limit in seconds
+    (0 = none); a candidate that runs over, raises or crashes its worker gets the worst fitness.
+    ``nonfinite="fail"`` fails a candidate whose scores on a real layer are NaN or infinite; ``"allow"`` ranks
+    such channels last instead. ``gpus_per_task`` (Ray): 0 asks for one GPU per evaluation when the cluster has
+    GPUs and none otherwise; fractions share a GPU.
+    """
+
+    executor: ExecutorKind = "process"
+    workers: int = 0
+    threads: int = 1
+    timeout: float = 600.0
+    device: str = "cpu"
+    address: str | None = None
+    gpus_per_task: float = 0.0
+    nonfinite: NonFinite = "fail"
+
+    def __post_init__(self) -> None:
+        _at_least("evaluation.workers", self.workers, 0)
+        _at_least("evaluation.threads", self.threads, 1)
+        if self.timeout < 0:
+            raise ConfigError(f"evaluation.timeout must be ≥ 0 seconds (0 = no limit), got {self.timeout}")
+        if self.gpus_per_task < 0:
+            raise ConfigError(f"evaluation.gpus_per_task must be ≥ 0, got {self.gpus_per_task}")
+
+
+@dataclass(frozen=True)
+class TaskConfig:
+    """One fitness task: a pretrained model, a dataset, a pruning schedule and a fine-tuning budget.
+
+    ``schedule`` is a preset name of :mod:`evoprune.prune` (``"lenet5_paper"``, ``"vgg16_paper"``,
+    ``"resnet56_paper"``) or a table of :class:`~evoprune.prune.PruneSchedule` fields (``ratio``, ``steps``, …).
+    ``pretrain`` and ``finetune`` are a training preset name (``preset = "lenet5"``) plus
+    :class:`~evoprune.train.TrainConfig` fields that override it. The fitness is the validation accuracy after
+    pruning and fine-tuning (the test split is never loaded into an evaluation). ``train_samples`` /
+    ``val_samples`` cap the fine-tuning and validation sets (0 = all; a fixed seeded subset), to fit a budget.
+    """
+
+    name: str
+    model: str
+    dataset: str
+    schedule: str | dict[str, Any]
+    weight: float = 1.0
+    model_args: dict[str, Any] = field(default_factory=dict)
+    data_dir: str | None = None
+    normalize: bool = False
+    val_fraction: float = 0.2
+    scoring_samples: int = 1000
+    train_samples: int = 0
+    val_samples: int = 0
+    coupling: Literal["mean", "root"] = "mean"
+    pretrain: dict[str, Any] = field(default_factory=lambda: {"preset": "lenet5"})
+    finetune: dict[str, Any] = field(default_factory=lambda: {"preset": "finetune"})
+
+    def __post_init__(self) -> None:
+        where = f"task {self.name!r}"
+        if not self.name or any(c in self.name for c in "/\\:. ") or self.name.startswith("-"):
+            raise ConfigError(f"task name {self.name!r} must be non-empty, without '/', '\\', ':', '.' or spaces "
+                              "(it names files and overrides)")
+        if not self.weight > 0:
+            raise ConfigError(f"{where}: weight must be > 0, got {self.weight}")
+        _at_least(f"{where}: scoring_samples", self.scoring_samples, 1)
+        _at_least(f"{where}: train_samples", self.train_samples, 0)
+        _at_least(f"{where}: val_samples", self.val_samples, 0)
+        if not 0 < self.val_fraction < 1:
+            raise ConfigError(f"{where}: val_fraction must be in (0, 1), got {self.val_fraction}")
+        train_config(self.pretrain, f"{where}: pretrain", default_preset="lenet5")
+        train_config(self.finetune, f"{where}: finetune", default_preset="finetune")
+        if isinstance(self.schedule, dict):
+            prune_schedule(self.schedule, where)
+        elif not isinstance(self.schedule, str) or not self.schedule:
+            raise ConfigError(f"{where}: schedule must be a preset name or a table, got {self.schedule!r}")
+
+
+@dataclass(frozen=True)
+class EvolutionConfig:
+    """A whole run: search, operators, evaluation and tasks. ``seed`` derives every other seed."""
+
+    tasks: tuple[TaskConfig, ...]
+    name: str = "custom"
+    description: str = ""
+    seed: int = 0
+    evolution: SearchConfig = field(default_factory=SearchConfig)
+    operators: OperatorConfig = field(default_factory=OperatorConfig)
+    evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
+
+    def __post_init__(self) -> None:
+        if not self.tasks:
+            raise ConfigError("an evolution needs at least one fitness task ([[tasks]] in the TOML file)")
+        names = [t.name for t in self.tasks]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ConfigError(f"task names must be unique; repeated: {', '.join(dup)}")
+        if self.evolution.alpha is not None and len(self.tasks) != 2:
+            raise ConfigError(f"evolution.alpha weighs exactly two tasks (the second gets alpha, the first 1 − alpha); "
+                              f"this config has {len(self.tasks)}: set each task's weight instead")
+
+    def task_weights(self) -> dict[str, float]:
+        """Normalised weights of the weighted geometric mean (``alpha`` overrides the tasks' own weights)."""
+        if self.evolution.alpha is not None:
+            a = self.evolution.alpha
+            return {self.tasks[0].name: 1.0 - a, self.tasks[1].name: a}
+        total = sum(t.weight for t in self.tasks)
+        return {t.name: t.weight / total for t in self.tasks}
+
+    def fitness_hash(self) -> str:
+        """Digest of every setting that changes what the run computes (not where or how fast)."""
+        data = config_to_dict(self)
+        data.pop("name", None)
+        data.pop("description", None)
+        data["evolution"].pop("generations", None)
+        for key in ("executor", "workers", "timeout", "address", "gpus_per_task"):
+            data["evaluation"].pop(key, None)
+        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+
+
+# ------------------------------------------------------------------------------------------------ validation helpers
+
+
+def _at_least(name: str, value: int | float, low: int) -> None:
+    if value < low:
+        raise ConfigError(f"{name} must be ≥ {low}, got {value!r}")
+
+
+def _probability(name: str, value: float) -> None:
+    if not 0.0 <= value <= 1.0:
+        raise ConfigError(f"{name} must be in [0, 1], got {value!r}")
+
+
+def train_config(spec: dict[str, Any], where: str, *, default_preset: str = "finetune") -> Any:
+    """Build the :class:`~evoprune.train.TrainConfig` a ``pretrain``/``finetune`` table describes (checks it)."""
+    from evoprune.train import get_train_preset
+
+    if not isinstance(spec, dict):
+        raise ConfigError(f"{where} must be a table such as {{preset = \"finetune\", epochs = 1}}, got {spec!r}")
+    settings = dict(spec)
+    preset = settings.pop("preset", default_preset)
+    if "milestones" in settings and isinstance(settings["milestones"], list):
+        settings["milestones"] = tuple(settings["milestones"])
+    try:
+        return get_train_preset(str(preset)).with_overrides(**settings)
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+    except TypeError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+
+
+def prune_schedule(spec: dict[str, Any], where: str) -> Any:
+    """Build the :class:`~evoprune.prune.PruneSchedule` a schedule table describes (checks it)."""
+    from evoprune.prune import PruneSchedule, PruningError
+
+    known = {f.name for f in fields(PruneSchedule)}
+    unknown = sorted(set(spec) - known)
+    if unknown:
+        raise ConfigError(f"{where}: unknown schedule field(s) {unknown}; known: {sorted(known)}")
+    settings = dict(spec)
+    for key in ("ignore",):
+        if key in settings:
+            settings[key] = tuple(settings[key])
+    if "counts" in settings:
+        settings["counts"] = {k: tuple(v) for k, v in settings["counts"].items()}
+    try:
+        return PruneSchedule(**settings)
+    except (PruningError, TypeError) as exc:
+        raise ConfigError(f"{where}: schedule: {exc}") from None
+
+
+# ------------------------------------------------------------------------------------------------ dict <-> dataclass
+
+_SECTIONS: dict[str, type] = {"evolution": SearchConfig, "operators": OperatorConfig, "evaluation": EvaluationConfig}
+
+
+def config_to_dict(config: EvolutionConfig) -> dict[str, Any]:
+    """Plain JSON/TOML-ready data (tuples become lists)."""
+    return json.loads(json.dumps(dataclasses.asdict(config)))
+
+
+def _check_type(value: Any, hint: Any, where: str) -> Any:
+    """``value`` converted to ``hint`` (ints accepted for floats, lists for tuples), or a ConfigError."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        errors = []
+        for option in typing.get_args(hint):
+            if option is type(None):
+                if value is None:
+                    return None
+                continue
+            try:
+                return _check_type(value, option, where)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise ConfigError(errors[0] if len(errors) == 1 else f"{where}: {value!r} fits none of the allowed kinds")
+    if origin is Literal:
+        allowed = typing.get_args(hint)
+        if value not in allowed:
+            close = difflib.get_close_matches(str(value), [str(a) for a in allowed], n=1)
+            hint_text = f" Did you mean {close[0]!r}?" if close else ""
+            raise ConfigError(f"{where} must be one of {', '.join(map(repr, allowed))}, got {value!r}.{hint_text}")
+        return value
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where} must be a list, got {value!r}")
+        (item,) = typing.get_args(hint)[:1]
+        return tuple(_check_type(v, item, f"{where}[{i}]") for i, v in enumerate(value))
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where} must be a table, got {value!r}")
+        return dict(value)
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where} must be true or false, got {value!r}")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where} must be an integer, got {value!r}")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where} must be a number, got {value!r}")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where} must be a string, got {value!r}")
+        return value
+    return value
+
+
+def _build(cls: type, data: Any, where: str) -> Any:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where} must be a table, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    known = [f.name for f in fields(cls)]
+    kwargs = {}
+    for key, value in data.items():
+        if key not in known:
+            close = difflib.get_close_matches(key, known, n=1)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            raise ConfigError(f"unknown setting {where}.{key}.{hint} Known: {', '.join(known)}")
+        kwargs[key] = _check_type(value, hints[key], f"{where}.{key}")
+    missing = [f.name for f in fields(cls) if f.name not in kwargs
+               and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+    if missing:
+        raise ConfigError(f"{where} lacks required setting(s): {', '.join(missing)}")
+    return cls(**kwargs)
+
+
+def config_from_dict(data: dict[str, Any], *, source: str = "config") -> EvolutionConfig:
+    """Validate plain data (parsed TOML or ``config.json``) into an :class:`EvolutionConfig`."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: expected a table at the top level")
+    top_known = {f.name for f in fields(EvolutionConfig)}
+    for key in data:
+        if key not in top_known:
+            close = difflib.get_close_matches(key, sorted(top_known), n=1)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            raise ConfigError(f"{source}: unknown setting {key!r}.{hint} Known: {', '.join(sorted(top_known))}")
+    try:
+        sections = {name: _build(cls, data.get(name, {}), name) for name, cls in _SECTIONS.items()}
+        raw_tasks = data.get("tasks", [])
+        if not isinstance(raw_tasks, list):
+            raise ConfigError("tasks must be an array of tables ([[tasks]])")
+        tasks = tuple(_build(TaskConfig, t, f"tasks[{i}]") for i, t in enumerate(raw_tasks))
+        top = {k: _check_type(data[k], typing.get_type_hints(EvolutionConfig)[k], k)
+               for k in ("name", "description", "seed") if k in data}
+        return EvolutionConfig(tasks=tasks, **top, **sections)
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
+
+
+# ------------------------------------------------------------------------------------------------ presets and files
+
+
+def available_presets() -> list[str]:
+    """Names of the TOML presets shipped in ``evoprune/presets``."""
+    folder = resources.files("evoprune") / "presets"
+    return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".toml"))
+
+
+def _parse_toml(text: str, source: str) -> dict[str, Any]:
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{source} is not valid TOML: {exc}") from None
+
+
+def preset_data(name_or_path: str | Path) -> tuple[dict[str, Any], str]:
+    """Raw data of a preset name (``quick``) or a TOML file path, and a label for error messages."""
+    text_name = str(name_or_path)
+    path = Path(text_name)
+    if text_name.endswith(".toml") or path.is_file():
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist")
+        return _parse_toml(path.read_text(), str(path)), str(path)
+    names = available_presets()
+    if text_name not in names:
+        close = difflib.get_close_matches(text_name, names, n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        raise ConfigError(f"unknown preset {text_name!r}.{hint} Presets: {', '.join(names)}; or give a .toml file")
+    text = (resources.files("evoprune") / "presets" / f"{text_name}.toml").read_text()
+    return _parse_toml(text, f"preset {text_name!r}"), f"preset {text_name!r}"
+
+
+def load_config(name_or_path: str | Path, overrides: dict[str, Any] | None = None) -> EvolutionConfig:
+    """A preset (``"quick"``, ``"cpu"``, ``"paper"``) or TOML file, with dotted-key overrides applied.
+
+    Override keys are dotted paths: ``"evolution.population"``, ``"seed"``, ``"tasks.lenet5-mnist5k.finetune.epochs"``
+    (a task by name or by index).
+    """
+    data, source = preset_data(name_or_path)
+    for key, value in (overrides or {}).items():
+        set_dotted(data, key, value)
+    return config_from_dict(data, source=source)
+
+
+def load_preset(name: str, **overrides: Any) -> EvolutionConfig:
+    """A shipped preset; keyword overrides use ``__`` for dots (``evolution__population=8``)."""
+    return load_config(name, {k.replace("__", "."): v for k, v in overrides.items()})
+
+
+def set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
+    """Set ``data[a][b]…`` for ``key = "a.b…"``; ``tasks.<name or index>`` picks a task."""
+    parts = key.split(".")
+    if not all(parts):
+        raise ConfigError(f"override key {key!r} is malformed; use dotted names such as evolution.population")
+    node: Any = data
+    for i, part in enumerate(parts[:-1]):
+        if isinstance(node, list):
+            node = _pick_task(node, part, key)
+            continue
+        if part not in node:
+            node[part] = {}
+        node = node[part]
+        if not isinstance(node, (dict, list)):
+            raise ConfigError(f"override {key!r}: {'.'.join(parts[:i + 1])} is a value, not a table")
+    last = parts[-1]
+    if isinstance(node, list):
+        raise ConfigError(f"override {key!r}: name a setting inside the task, e.g. {key}.weight")
+    node[last] = value
+
+
+def _pick_task(tasks: list[Any], part: str, key: str) -> Any:
+    if part.isdigit() and int(part) < len(tasks):
+        return tasks[int(part)]
+    for task in tasks:
+        if isinstance(task, dict) and task.get("name") == part:
+            return task
+    names = [str(t.get("name")) for t in tasks if isinstance(t, dict)]
+    raise ConfigError(f"override {key!r}: no task {part!r}; tasks: {', '.join(names)} (or an index 0–{len(tasks) - 1})")
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """``"evolution.population=8"`` → ``("evolution.population", 8)``; values are TOML (strings may be bare)."""
+    key, sep, raw = text.partition("=")
+    key, raw = key.strip(), raw.strip()
+    if not sep or not key:
+        raise ConfigError(f"--set {text!r}: expected KEY=VALUE, e.g. --set evolution.population=8")
+    try:
+        value = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw
+    return key, value
+
+
+def with_overrides(config: EvolutionConfig, overrides: dict[str, Any]) -> EvolutionConfig:
+    """A copy of ``config`` with dotted-key overrides applied and validated."""
+    data = config_to_dict(config)
+    for key, value in overrides.items():
+        set_dotted(data, key, value)
+    return config_from_dict(data, source="config")
+
+
+def replace_evaluation(config: EvolutionConfig, **changes: Any) -> EvolutionConfig:
+    """Change how evaluation runs (executor, workers, timeout, address…), which never changes results."""
+    return replace(config, evaluation=replace(config.evaluation, **changes))

@@ -1,0 +1,485 @@
+"""The GP loop: initial population, selection, variation, evaluation through an executor, checkpoint, resume.
+
+One generation::
+
+    elites   = best `elites` distinct functions of the population            (truncation, the paper's μ)
+    children = clones of random elites (or tournament winners)               (λ = population − elites)
+               → one-point crossover of consecutive pairs (p = crossover_prob)
+               → subtree mutation (p = mutation_prob)
+               → re-mutation of children already seen (unique_children)
+    evaluate every function not in the fitness cache (+ elites' extra seeds when re-evaluating)
+    checkpoint
+
+Generation 0 is the initial population (the seed functions, copied, plus random trees). Everything random in the
+loop comes from one :class:`random.Random` seeded from the run seed and saved in each checkpoint, and a fitness
+depends only on (formula, task, seed), so a run killed at any moment and resumed ends exactly as an uninterrupted
+run with the same seed.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from evoprune.errors import ConfigError
+from evoprune.evolve.config import EvolutionConfig, config_from_dict, config_to_dict
+from evoprune.evolve.fitness import FitnessJob, PreparedTask, derive_seed, prepare_task, run_fitness_job
+from evoprune.evolve.fitness import weighted_geometric_mean
+from evoprune.evolve.operators import Variation, VariationStats
+from evoprune.evolve.population import (
+    CacheEntry,
+    Evaluation,
+    FitnessCache,
+    Individual,
+    population_stats,
+    select_elites,
+    tournament,
+)
+from evoprune.evolve.rundir import RunDir, RunDirError, random_state_from_json, random_state_to_json, rng_state
+from evoprune.evolve.rundir import set_rng_state
+from evoprune.expr import FormulaError, from_deap, height, parse, size, to_infix
+from evoprune.parallel import Executor, Job, Outcome, make_executor
+
+
+# Imported by each local worker process at start-up, while the main process pretrains (torch._dynamo: the first
+# optimizer a process builds imports it, about 2 s).
+WORKER_PRELOAD = ("torch._dynamo", "evoprune.evolve.fitness", "evoprune.prune", "evoprune.metrics")
+
+
+class Observer:
+    """Hooks for a live view (the CLI's) or logging; every method is optional."""
+
+    def run_started(self, info: dict[str, Any]) -> None: ...
+    def message(self, text: str) -> None: ...
+    def generation_started(self, generation: int, generations: int, jobs: int) -> None: ...
+    def evaluation_done(self, record: dict[str, Any]) -> None: ...
+    def generation_done(self, stats: dict[str, Any], hall_of_fame: list[CacheEntry]) -> None: ...
+
+
+@dataclass
+class HallOfFameEntry:
+    """A function of the hall of fame, ready to print or export."""
+
+    rank: int
+    formula: str
+    infix: str
+    fitness: float
+    accuracies: dict[str, float]
+    evaluations: int
+    failures: int
+    size: int
+    height: int
+    first_generation: int
+    origin: str
+
+    @staticmethod
+    def of(rank: int, entry: CacheEntry) -> HallOfFameEntry:
+        return HallOfFameEntry(rank, entry.key, to_infix(parse(entry.key)), entry.fitness, dict(entry.accuracies),
+                               len(entry.evaluations), entry.failures, entry.size, entry.height,
+                               entry.first_generation, entry.origin)
+
+
+@dataclass
+class EvolutionResult:
+    """What a finished run found, and how it got there (also written to ``results.json``)."""
+
+    run_dir: Path
+    config: EvolutionConfig
+    hall_of_fame: list[HallOfFameEntry]
+    history: list[dict[str, Any]]
+    tasks: dict[str, dict[str, Any]]
+    seeds: list[HallOfFameEntry]
+    seconds: float
+    evaluations: int
+    failures: int
+    executor: str
+
+    @property
+    def best(self) -> HallOfFameEntry:
+        return self.hall_of_fame[0]
+
+    def to_dict(self) -> dict[str, Any]:
+        from dataclasses import asdict
+
+        return {
+            "run_dir": str(self.run_dir), "config": config_to_dict(self.config),
+            "best": asdict(self.best), "hall_of_fame": [asdict(h) for h in self.hall_of_fame],
+            "seed_functions": [asdict(s) for s in self.seeds], "history": self.history, "tasks": self.tasks,
+            "seconds": self.seconds, "evaluations": self.evaluations, "failures": self.failures,
+            "executor": self.executor,
+            "selection": "fitness = validation accuracy after pruning and fine-tuning; the test split is never used",
+        }
+
+
+@dataclass
+class _State:
+    generation: int = -1
+    population: list[Individual] = field(default_factory=list)
+    cache: FitnessCache = field(default_factory=FitnessCache)
+    history: list[dict[str, Any]] = field(default_factory=list)
+    elapsed: float = 0.0
+    evaluations: int = 0
+    failures: int = 0
+
+
+class Evolution:
+    """One run. Use :func:`evolve`; this class holds the state between generations."""
+
+    def __init__(self, config: EvolutionConfig, run_dir: RunDir, executor: Executor, observer: Observer,
+                 progress: bool) -> None:
+        self.config = config
+        self.run_dir = run_dir
+        self.executor = executor
+        self.observer = observer
+        self.progress = progress
+        self.weights = config.task_weights()
+        self.variation = Variation(config.operators)
+        self.rng = random.Random(derive_seed(config.seed, "gp"))
+        self.state = _State()
+        self.journal: dict[tuple[str, int, str], dict[str, Any]] = {}
+        self.tasks: dict[str, PreparedTask] = {}
+        self.seed_keys: dict[str, str] = {}
+
+    # --- setup ----------------------------------------------------------------------------------------------------
+
+    def log(self, event: str, **fields: Any) -> dict[str, Any]:
+        return self.run_dir.log(event, **fields)
+
+    def prepare(self) -> None:
+        """Pretrain (or reload) every task's model and ship the task bundles to the executor's workers."""
+        for task in self.config.tasks:
+            self.observer.message(f"preparing task {task.name}: {task.model} on {task.dataset}")
+            prepared = prepare_task(task, self.config, self.run_dir.models_dir, progress=self.progress, log=self.log)
+            self.tasks[task.name] = prepared
+            self.executor.share(task.name, prepared.bundle)
+        self.variation.set_real_layers([d for p in self.tasks.values() for d in p.bundle.layers])
+
+    def load(self, checkpoint: dict[str, Any] | None) -> None:
+        """Restore the state of the last finished generation, and the evaluations logged after it."""
+        for record in self.run_dir.events():
+            if record.get("event") == "evaluation":
+                self.journal[(record["key"], int(record["index"]), record["task"])] = record
+        if checkpoint is None:
+            return
+        if checkpoint.get("fitness_hash") != self.config.fitness_hash():
+            raise RunDirError(f"{self.run_dir.checkpoint_path} was written with other settings than config.json; "
+                              "it cannot be resumed")
+        st = self.state
+        st.generation = int(checkpoint["generation"])
+        st.cache = FitnessCache({d["key"]: CacheEntry.from_dict(d, self.weights) for d in checkpoint["cache"]})
+        st.population = [self._individual(p["formula"], p["origin"]) for p in checkpoint["population"]]
+        st.history = list(checkpoint["history"])
+        st.elapsed = float(checkpoint["elapsed"])
+        st.evaluations = int(checkpoint["evaluations"])
+        st.failures = int(checkpoint["failures"])
+        self.rng = random_state_from_json(checkpoint["gp_rng"])
+        set_rng_state(checkpoint["global_rng"])
+
+    def _individual(self, formula: str, origin: str) -> Individual:
+        tree = self.variation.from_formula(formula)
+        return Individual(tree, self.variation.formula(tree), self.variation.key(tree), origin)
+
+    def _of_tree(self, tree: Any, origin: str) -> Individual:
+        return Individual(tree, self.variation.formula(tree), self.variation.key(tree), origin)
+
+    # --- populations ----------------------------------------------------------------------------------------------
+
+    def initial_population(self, stats: VariationStats) -> list[Individual]:
+        from evoprune.metrics import get_metric
+
+        ev = self.config.evolution
+        population: list[Individual] = []
+        for name in ev.seeds:
+            try:
+                metric = get_metric(name)
+            except (FormulaError, ValueError) as exc:
+                raise ConfigError(f"evolution.seeds: {name!r} is neither a metric name nor a formula: {exc}") from None
+            if metric.formula is None:
+                raise ConfigError(f"evolution.seeds: metric {name!r} has no formula in the design space; GP needs a tree")
+            try:
+                ind = self._individual(metric.formula, f"seed:{metric.name}")
+            except FormulaError as exc:
+                raise ConfigError(f"evolution.seeds: {name!r} is outside this primitive set (operators.exclude or a "
+                                  f"shape outside it): {exc}") from None
+            self.seed_keys[metric.name] = ind.key
+            population.extend(Individual(ind.tree, ind.formula, ind.key, ind.origin) for _ in range(ev.seed_copies))
+        for _ in range(ev.random_init):
+            tree = self.variation.random_tree(self.rng, stats)
+            if tree is not None:
+                population.append(self._of_tree(tree, "random"))
+        if not population:
+            raise ConfigError("the initial population is empty (no seed copies and no valid random tree)")
+        return population
+
+    def _seen(self, key: str, taken: set[str]) -> bool:
+        entry = self.state.cache.get(key)
+        return key in taken or (entry is not None and entry.evaluated)
+
+    def next_population(self, stats: VariationStats) -> tuple[list[Individual], list[Individual]]:
+        """Elites plus varied children; returns ``(population, elites)``."""
+        ev = self.config.evolution
+        old, cache, rng = self.state.population, self.state.cache, self.rng
+        elites = select_elites(old, cache, ev.elites)
+        n_children = ev.population - len(elites)
+        if ev.selection == "truncation":
+            parents = [rng.choice(elites) for _ in range(n_children)]
+        else:
+            parents = [tournament(old, cache, ev.tournament_size, rng) for _ in range(n_children)]
+        trees = [p.tree for p in parents]
+        origins = ["clone"] * n_children
+        for i in range(0, n_children - 1, 2):
+            if rng.random() < ev.crossover_prob:
+                a, b, changed = self.variation.crossover(trees[i], trees[i + 1], rng, stats)
+                if changed:
+                    trees[i], trees[i + 1] = a, b
+                    origins[i] = origins[i + 1] = "crossover"
+        for i in range(n_children):
+            if rng.random() < ev.mutation_prob:
+                child, changed = self.variation.mutate(trees[i], rng, stats)
+                if changed:
+                    trees[i] = child
+                    origins[i] = "mutation" if origins[i] == "clone" else "crossover+mutation"
+        taken = {e.key for e in elites}
+        children = []
+        for tree, origin in zip(trees, origins):
+            ind = self._of_tree(tree, origin)
+            if ev.unique_children and self._seen(ind.key, taken):
+                child, changed = self.variation.mutate(
+                    tree, rng, stats, accept=lambda t: not self._seen(self.variation.key(t), taken))
+                if changed:
+                    ind = self._of_tree(child, origin + "+novelty" if origin != "clone" else "mutation")
+                else:
+                    stats.duplicates_kept += 1
+            taken.add(ind.key)
+            children.append(ind)
+        elites = [Individual(e.tree, e.formula, e.key, "elite") for e in elites]
+        return elites + children, elites
+
+    # --- evaluation -----------------------------------------------------------------------------------------------
+
+    def _register(self, ind: Individual, generation: int) -> None:
+        if ind.key not in self.state.cache:
+            node = parse(ind.key)
+            self.state.cache[ind.key] = CacheEntry(ind.key, size(node), height(node), generation, ind.origin)
+
+    def evaluate(self, population: list[Individual], elites: list[Individual], generation: int) -> dict[str, int]:
+        """Evaluate every new function once, and elites once more if re-evaluation is on."""
+        cache, ev = self.state.cache, self.config.evolution
+        wanted: list[tuple[str, int]] = []
+        hits = 0
+        for ind in population:
+            self._register(ind, generation)
+            entry = cache[ind.key]
+            if not entry.evaluated and (ind.key, 0) not in wanted:
+                wanted.append((ind.key, 0))
+            elif entry.evaluated and ind.origin != "elite":
+                hits += 1
+        reevaluated = 0
+        if ev.reevaluate_elites and generation > 0:
+            for ind in elites:
+                entry = cache[ind.key]
+                pair = (ind.key, len(entry.evaluations))
+                if len(entry.evaluations) < ev.max_evaluations and pair not in wanted:
+                    wanted.append(pair)
+                    reevaluated += 1
+        jobs: list[Job] = []
+        meta: dict[str, tuple[str, int, str]] = {}
+        results: dict[tuple[str, int, str], dict[str, Any]] = {}
+        reused = 0
+        for key, index in wanted:
+            for task in self.config.tasks:
+                ident = (key, index, task.name)
+                logged = self.journal.get(ident)
+                if logged is not None:
+                    results[ident] = logged
+                    reused += 1
+                    continue
+                job_id = f"g{generation}-{len(jobs)}"
+                seed = derive_seed(self.config.seed, "eval", index, task.name)
+                jobs.append(Job(job_id, FitnessJob(key, task.name, index, seed), shared=task.name))
+                meta[job_id] = ident
+        self.observer.generation_started(generation, self.config.evolution.generations, len(jobs))
+        failures = 0
+
+        def done(outcome: Outcome) -> None:
+            nonlocal failures
+            key, index, task = meta[outcome.id]
+            value = outcome.value if outcome.ok else {}
+            record = self.log(
+                "evaluation", generation=generation, key=key, index=index, task=task, status=outcome.status,
+                accuracy=float(value.get("accuracy", 0.0)) if outcome.ok else 0.0, error=outcome.error,
+                seconds=outcome.seconds, worker=outcome.worker,
+                details={k: v for k, v in value.items() if k != "accuracy"},
+            )
+            if not outcome.ok:
+                failures += 1
+                self.log("failure", key=key, task=task, status=outcome.status, error=outcome.error)
+            results[(key, index, task)] = record
+            self.observer.evaluation_done(record)
+
+        timeout = self.config.evaluation.timeout or None
+        if jobs:
+            self.executor.run(run_fitness_job, jobs, timeout=timeout, on_done=done)
+        for key, index in wanted:
+            tasks = {}
+            for task in self.config.tasks:
+                r = results[(key, index, task.name)]
+                tasks[task.name] = {"accuracy": float(r["accuracy"]), "status": r["status"], "error": r.get("error"),
+                                    "seconds": float(r.get("seconds", 0.0))}
+            fitness = weighted_geometric_mean({t: v["accuracy"] for t, v in tasks.items()}, self.weights)
+            cache[key].add(Evaluation(index, tasks, fitness), self.weights)
+        self.state.evaluations += len(jobs)
+        self.state.failures += failures
+        return {"evaluated": sum(1 for _, i in wanted if i == 0), "reevaluated": reevaluated, "jobs": len(jobs),
+                "reused": reused, "cache_hits": hits, "failed": failures}
+
+    # --- loop -----------------------------------------------------------------------------------------------------
+
+    def checkpoint(self) -> None:
+        st = self.state
+        self.run_dir.write_checkpoint({
+            "generation": st.generation, "fitness_hash": self.config.fitness_hash(),
+            "population": [ind.to_dict() for ind in st.population],
+            "cache": [e.to_dict() for e in st.cache.values()],
+            "history": st.history, "gp_rng": random_state_to_json(self.rng), "global_rng": rng_state(),
+            "elapsed": st.elapsed, "evaluations": st.evaluations, "failures": st.failures,
+        })
+
+    def step(self, generation: int) -> dict[str, Any]:
+        start = time.perf_counter()
+        vstats = VariationStats()
+        if generation == 0:
+            population, elites = self.initial_population(vstats), []
+        else:
+            population, elites = self.next_population(vstats)
+        counts = self.evaluate(population, elites, generation)
+        st = self.state
+        st.population, st.generation = population, generation
+        seconds = time.perf_counter() - start
+        st.elapsed += seconds
+        best = min(population, key=lambda ind: st.cache[ind.key].rank_key())
+        entry = st.cache[best.key]
+        stats = {
+            "generation": generation, **population_stats(population, st.cache), **counts,
+            "best_formula": best.key, "best_infix": to_infix(parse(best.key)),
+            "best_accuracies": dict(entry.accuracies), "hall_of_fame_best": st.cache.hall_of_fame(1)[0].fitness,
+            "variation": vstats.as_dict(), "seconds": seconds,
+        }
+        st.history.append(stats)
+        self.checkpoint()
+        self.log("population", generation=generation, population=[ind.key for ind in population],
+                 origins=[ind.origin for ind in population])
+        self.log("generation", **stats)
+        self.observer.generation_done(stats, st.cache.hall_of_fame(self.config.evolution.hall_of_fame))
+        return stats
+
+    def run(self) -> EvolutionResult:
+        for generation in range(self.state.generation + 1, self.config.evolution.generations):
+            self.step(generation)
+        return self.result()
+
+    def result(self) -> EvolutionResult:
+        st, ev = self.state, self.config.evolution
+        hof = [HallOfFameEntry.of(i + 1, e) for i, e in enumerate(st.cache.hall_of_fame(ev.hall_of_fame))]
+        if not self.seed_keys:
+            self._recompute_seed_keys()
+        seeds = []
+        for name, key in self.seed_keys.items():
+            entry = st.cache.get(key)
+            if entry is not None and entry.evaluated:
+                item = HallOfFameEntry.of(0, entry)
+                item.origin = f"seed:{name}"
+                seeds.append(item)
+        seeds.sort(key=lambda h: (-h.fitness, h.size, h.formula))
+        tasks = {
+            name: {"model": p.config.model, "dataset": p.config.dataset, "weight": self.weights[name],
+                   "schedule": p.config.schedule, "pretrained_val_accuracy": p.pretrained_val_accuracy,
+                   "data_sizes": p.data_sizes, "checkpoint": str(p.checkpoint)}
+            for name, p in self.tasks.items()
+        }
+        return EvolutionResult(self.run_dir.path, self.config, hof, st.history, tasks, seeds, st.elapsed,
+                               st.evaluations, st.failures, self.executor.describe())
+
+    def _recompute_seed_keys(self) -> None:
+        from evoprune.metrics import get_metric
+
+        for name in self.config.evolution.seeds:
+            try:
+                metric = get_metric(name)
+                if metric.formula is not None:
+                    self.seed_keys[metric.name] = self.variation.key(self.variation.from_formula(metric.formula))
+            except (FormulaError, ValueError):
+                continue
+
+
+def _executor_for(config: EvolutionConfig, executor: Executor | str | None) -> tuple[Executor, bool]:
+    """The executor to use and whether this run owns it (and must close it)."""
+    if isinstance(executor, Executor):
+        return executor, False
+    ev = config.evaluation
+    kind = executor or ev.executor
+    return make_executor(kind, workers=ev.workers, threads=ev.threads, address=ev.address,
+                         gpus_per_task=ev.gpus_per_task, preload=WORKER_PRELOAD), True
+
+
+def evolve(
+    config: EvolutionConfig | None,
+    run_dir: str | Path,
+    *,
+    executor: Executor | str | None = None,
+    resume: bool = False,
+    overwrite: bool = False,
+    observer: Observer | None = None,
+    progress: bool = False,
+    write_outputs: bool = True,
+) -> EvolutionResult:
+    """Run (or, with ``resume=True``, continue) an evolution in ``run_dir``.
+
+    ``config`` is required for a new run. On resume it may be None (the run directory's ``config.json`` is used)
+    or a config that differs only in how it runs (generations, executor, workers, timeout): anything that would
+    change the results is refused. ``executor`` is an :class:`~evoprune.parallel.Executor` (kept open for the
+    caller) or a kind (``"serial"``, ``"process"``, ``"ray"``) overriding ``config.evaluation.executor``.
+    Writes ``results.json``, ``fitness.png`` and ``report.md`` at the end unless ``write_outputs`` is false.
+    """
+    rd = RunDir(run_dir)
+    if resume:
+        saved = config_from_dict(rd.read_config(), source=str(rd.config_path))
+        if config is None:
+            config = saved
+        elif config.fitness_hash() != saved.fitness_hash():
+            raise RunDirError(f"the settings given differ from {rd.config_path} in ways that change the results; "
+                              "resume with the saved config (only generations and evaluation options may change)")
+        rd.path.mkdir(parents=True, exist_ok=True)
+        from evoprune.evolve.rundir import write_json_atomic
+
+        write_json_atomic(rd.config_path, config_to_dict(config))
+    else:
+        if config is None:
+            raise ConfigError("a new run needs a config (a preset such as 'quick' or a TOML file)")
+        rd.create(config_to_dict(config), overwrite=overwrite)
+    observer = observer or Observer()
+    ex, owned = _executor_for(config, executor)
+    run = Evolution(config, rd, ex, observer, progress)
+    try:
+        checkpoint = rd.read_checkpoint() if resume else None
+        run.load(checkpoint if resume else None)
+        run.log("resume" if resume else "start", generation=run.state.generation + 1, config=config.name,
+                seed=config.seed, executor=ex.describe(), fitness_hash=config.fitness_hash())
+        observer.run_started({"config": config, "executor": ex.describe(), "resume_from": run.state.generation + 1,
+                              "run_dir": str(rd.path)})
+        run.prepare()
+        result = run.run()
+        run.log("finish", seconds=result.seconds, evaluations=result.evaluations, failures=result.failures,
+                best=result.best.formula, best_fitness=result.best.fitness)
+        if write_outputs:
+            from evoprune.evolve.report import write_outputs as write
+
+            write(result, rd.path)
+        return result
+    finally:
+        if owned:
+            ex.close()
+        rd.close()

@@ -1,0 +1,281 @@
+"""Fitness tasks: prepare each task once (data, pretrained model), then score a formula on it in any worker.
+
+A task is a pretrained model + a dataset + a pruning schedule + a fine-tuning budget. Evaluating a candidate on a
+task prunes a copy of the model with the candidate as the channel-importance metric (through
+:class:`evoprune.prune.ChannelPruner`, i.e. Torch-Pruning), fine-tunes it, and returns its **validation**
+accuracy. Several tasks combine by a weighted geometric mean (the paper's co-evolution, spec §4.3).
+
+What travels to workers is a :class:`TaskBundle`: the model's weights and the train/validation tensors as numpy
+arrays (plain data, pickled by value; never the test split), so a worker on another machine needs no files. The
+bundle builds its model and splits once per worker process and keeps them.
+
+Determinism: an evaluation's result depends only on (formula, task, seed): the seed fixes the scoring-set draw
+and the fine-tuning order, and executors run every evaluation with the same torch thread count.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from evoprune.checkpoint import load_checkpoint, save_checkpoint
+from evoprune.data import DatasetSplits, Split, load_dataset
+from evoprune.errors import EvopruneError
+from evoprune.evolve.cost import affordable, layer_dims
+from evoprune.evolve.config import EvolutionConfig, TaskConfig, prune_schedule, train_config
+from evoprune.expr import evaluate, parse
+
+WORST_FITNESS = 0.0
+
+
+class CandidateError(EvopruneError, ValueError):
+    """A candidate cannot prune a real layer (e.g. its scores are not finite there)."""
+
+
+def derive_seed(seed: int, *parts: object) -> int:
+    """A 31-bit seed from the run seed and labels, stable across processes and Python versions."""
+    text = json.dumps([seed, *[str(p) for p in parts]])
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:4], "little") & 0x7FFFFFFF
+
+
+def weighted_geometric_mean(values: dict[str, float], weights: dict[str, float]) -> float:
+    """Π vᵢ^wᵢ with weights normalised to sum 1; 0 if any value is 0; the worst fitness if any is not finite."""
+    total = sum(weights[k] for k in values)
+    if not values or total <= 0:
+        return WORST_FITNESS
+    log_sum = 0.0
+    for name, value in values.items():
+        if not math.isfinite(value) or value < 0:
+            return WORST_FITNESS
+        if value == 0:
+            return 0.0
+        log_sum += weights[name] / total * math.log(value)
+    return math.exp(log_sum)
+
+
+# ------------------------------------------------------------------------------------------------ bundles
+
+
+def _split_arrays(split: Split) -> tuple[np.ndarray, np.ndarray]:
+    return split.x.numpy(), split.y.numpy()
+
+
+def _subset(split: Split, limit: int, seed: int) -> Split:
+    """A fixed, seeded random subset of ``limit`` samples (the whole split if ``limit`` is 0 or larger)."""
+    if limit <= 0 or limit >= len(split):
+        return split
+    g = torch.Generator().manual_seed(seed)
+    idx = torch.randperm(len(split), generator=g)[:limit].sort().values
+    return split.subset(idx)
+
+
+@dataclass
+class TaskBundle:
+    """Everything a worker needs to evaluate candidates on one task (plain data, no file paths)."""
+
+    name: str
+    arch: str
+    arch_kwargs: dict[str, Any]
+    state: dict[str, np.ndarray]
+    train_x: np.ndarray
+    train_y: np.ndarray
+    val_x: np.ndarray
+    val_y: np.ndarray
+    num_classes: int
+    class_names: tuple[str, ...]
+    schedule: str | dict[str, Any]
+    finetune: dict[str, Any]
+    scoring_samples: int
+    coupling: str
+    device: str
+    nonfinite: str
+    layers: list[Any]  # LayerDims of the prunable layers, for the cost limits
+    max_elements: float
+    max_operations: float
+    _built: tuple[torch.nn.Module, DatasetSplits] | None = field(default=None, repr=False, compare=False)
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_built"] = None  # never ship the worker-side cache
+        return state
+
+    def materialise(self) -> tuple[torch.nn.Module, DatasetSplits]:
+        """The pretrained model and the train/validation splits, built once per process and then reused."""
+        if self._built is None:
+            from evoprune.models import build_model
+
+            model = build_model(self.arch, **self.arch_kwargs)
+            model.load_state_dict({k: torch.tensor(v) for k, v in self.state.items()})
+            model.eval()
+            empty = Split(torch.empty((0, *self.val_x.shape[1:])), torch.empty(0, dtype=torch.long))
+            splits = DatasetSplits(
+                name=self.name, train=Split(torch.tensor(self.train_x), torch.tensor(self.train_y)),
+                val=Split(torch.tensor(self.val_x), torch.tensor(self.val_y)), test=empty,
+                num_classes=self.num_classes, class_names=self.class_names, source=f"task {self.name}",
+            )
+            self._built = (model, splits)
+        return self._built
+
+
+@dataclass(frozen=True)
+class PreparedTask:
+    """A task ready to evaluate: its bundle and what the run reports about it."""
+
+    config: TaskConfig
+    bundle: TaskBundle
+    checkpoint: Path
+    pretrained_val_accuracy: float
+    data_sizes: dict[str, int]
+
+
+def task_digest(task: TaskConfig, seed: int, threads: int, device: str) -> str:
+    """Digest of what determines a task's pretrained model (to reuse a cached checkpoint only when it matches)."""
+    data = config_to_dict_task(task)
+    data.pop("weight", None)
+    for key in ("schedule", "finetune", "scoring_samples", "train_samples", "val_samples", "coupling"):
+        data.pop(key, None)
+    return hashlib.sha256(json.dumps([data, seed, threads, device], sort_keys=True).encode()).hexdigest()[:16]
+
+
+def config_to_dict_task(task: TaskConfig) -> dict[str, Any]:
+    return json.loads(json.dumps(task.__dict__, default=list))
+
+
+def prepare_task(task: TaskConfig, config: EvolutionConfig, models_dir: Path, *, progress: bool = False,
+                 log: Any = None) -> PreparedTask:
+    """Load the task's data; load its pretrained model from ``models_dir`` or train it there once.
+
+    Pretraining runs in this process with ``evaluation.threads`` torch threads (deterministic for the seed), and
+    the checkpoint is reused on resume and by later runs in the same directory while its settings match.
+    """
+    from evoprune.models import build_model
+    from evoprune.parallel import torch_threads
+    from evoprune.train import evaluate as evaluate_model
+    from evoprune.train import train
+
+    seed = config.seed
+    data = load_dataset(task.dataset, root=task.data_dir, seed=seed, val_fraction=task.val_fraction,
+                        normalize=task.normalize)
+    arch_kwargs = {"in_channels": data.in_channels, "num_classes": data.num_classes,
+                   "image_size": tuple(data.image_size), **task.model_args}
+    path = models_dir / f"{task.name}.pt"
+    digest = task_digest(task, seed, config.evaluation.threads, config.evaluation.device)
+    model = None
+    if path.is_file():
+        loaded, payload = load_checkpoint(path)
+        if payload.get("meta", {}).get("task_digest") == digest:
+            model = loaded
+            if log is not None:
+                log("pretrained_reused", task=task.name, path=str(path))
+    if model is None:
+        pre = train_config(task.pretrain, f"task {task.name!r}: pretrain", default_preset="lenet5")
+        pre = pre.with_overrides(seed=derive_seed(seed, "pretrain", task.name))
+        if log is not None:
+            log("pretrain_start", task=task.name, model=task.model, dataset=data.describe(), epochs=pre.epochs)
+        start = time.perf_counter()
+        with torch_threads(config.evaluation.threads):
+            torch.manual_seed(pre.seed)
+            model = build_model(task.model, **arch_kwargs)
+            result = train(model, data, pre, device=config.evaluation.device, progress=progress,
+                           description=f"pretrain {task.name}")
+        model = model.cpu()
+        save_checkpoint(path, model, arch=task.model, arch_kwargs=arch_kwargs, meta={
+            "task_digest": digest, "task": task.name, "dataset": data.name, "train_config": pre.to_dict(),
+            "val_accuracy": result.best_val_accuracy, "best_epoch": result.best_epoch,
+        })
+        if log is not None:
+            log("pretrain_done", task=task.name, val_accuracy=result.best_val_accuracy,
+                seconds=time.perf_counter() - start, path=str(path))
+    model.eval()
+    val_acc = evaluate_model(model, data.val.x, data.val.y).accuracy
+    train_split = _subset(data.train, task.train_samples, derive_seed(seed, "train_subset", task.name))
+    val_split = _subset(data.val, task.val_samples, derive_seed(seed, "val_subset", task.name))
+    tx, ty = _split_arrays(train_split)
+    vx, vy = _split_arrays(val_split)
+    finetune = train_config(task.finetune, f"task {task.name!r}: finetune").to_dict()
+    dims = layer_dims(model, data.train.x, data.train.y, task.scoring_samples)
+    bundle = TaskBundle(
+        name=task.name, arch=task.model, arch_kwargs=dict(arch_kwargs),
+        state={k: v.detach().cpu().numpy() for k, v in model.state_dict().items()},
+        train_x=tx, train_y=ty, val_x=vx, val_y=vy, num_classes=data.num_classes,
+        class_names=tuple(data.class_names), schedule=task.schedule, finetune=finetune,
+        scoring_samples=task.scoring_samples, coupling=task.coupling, device=config.evaluation.device,
+        nonfinite=config.evaluation.nonfinite, layers=dims, max_elements=config.operators.max_elements,
+        max_operations=config.operators.max_operations,
+    )
+    return PreparedTask(task, bundle, path, val_acc, {"train": len(train_split), "val": len(val_split)})
+
+
+# ------------------------------------------------------------------------------------------------ evaluation
+
+
+@dataclass(frozen=True)
+class FitnessJob:
+    """One evaluation: a formula on one task with one seed (``index`` counts a candidate's evaluations)."""
+
+    formula: str
+    task: str
+    index: int
+    seed: int
+
+
+def _checked_metric(formula: str, nonfinite: str) -> Any:
+    """The candidate as a metric; with ``nonfinite="fail"`` a NaN/inf score on a real layer fails it."""
+    from evoprune.metrics import Metric
+
+    tree = parse(formula)
+    if nonfinite == "allow":
+        return Metric.from_formula(tree, name="candidate")
+
+    def checked(data: Any) -> torch.Tensor:
+        scores = evaluate(tree, stats=data.stats, features=data.features, labels=data.labels, weight=data.weight)
+        bad = ~torch.isfinite(scores)
+        if bool(bad.any()):
+            raise CandidateError(f"non-finite scores for {int(bad.sum())} of {scores.numel()} channels of layer "
+                                 f"{data.name!r}")
+        return scores
+
+    return Metric.from_formula(tree, name="candidate", fn=checked)
+
+
+def run_fitness_job(job: FitnessJob, bundle: TaskBundle) -> dict[str, Any]:
+    """Prune and fine-tune the task's model with the job's formula; returns the validation accuracy and details.
+
+    Runs in a worker (any executor); raises on failure (the executor turns that into the worst fitness).
+    """
+    from evoprune.prune import ChannelPruner
+    from evoprune.train import TrainConfig
+
+    start = time.perf_counter()
+    too_costly = affordable(parse(job.formula), bundle.layers, bundle.max_elements, bundle.max_operations)
+    if too_costly is not None:
+        raise CandidateError(f"not evaluated: the formula {too_costly}")
+    model, splits = bundle.materialise()
+    schedule = bundle.schedule if isinstance(bundle.schedule, str) else prune_schedule(bundle.schedule, bundle.name)
+    finetune = dict(bundle.finetune)
+    finetune["milestones"] = tuple(finetune.get("milestones", ()))
+    pruner = ChannelPruner(
+        _checked_metric(job.formula, bundle.nonfinite), schedule=schedule, scoring_samples=bundle.scoring_samples,
+        coupling=bundle.coupling, finetune=TrainConfig(**finetune), seed=job.seed, device=bundle.device,
+        latency_batch_sizes=(), evaluate_test=False, progress=False, copy=True,
+    )
+    pruner.prune(model, splits)
+    result = pruner.result_
+    accuracy = float(result.after.val_accuracy)
+    if not math.isfinite(accuracy):
+        raise CandidateError(f"validation accuracy is not finite ({accuracy})")
+    return {
+        "accuracy": accuracy,
+        "pruned_accuracy": float(result.steps[-1].val_accuracy_pruned) if result.steps else accuracy,
+        "macs_kept": float(result.macs_kept),
+        "params_kept": float(result.params_kept),
+        "seconds": time.perf_counter() - start,
+    }

@@ -1,0 +1,70 @@
+"""Ray: a local Ray instance runs an evolution that equals the serial one, and the executor contract.
+
+Needs the optional extra (``pip install -e '.[ray]'``); skipped with that hint where Ray is not installed.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from test_evolve_engine import summary, tiny_config
+
+from evoprune.evolve import evolve
+from evoprune.parallel import Job
+
+ray = pytest.importorskip("ray", reason="Ray is optional: pip install -e '.[ray]' (CI installs it) to run these tests")
+
+
+def ray_job(payload: object, shared: object) -> object:
+    if payload == "error":
+        raise ValueError("this job fails")
+    if payload == "crash":
+        os._exit(3)
+    if payload == "hang":
+        time.sleep(60)
+    return {"payload": payload, "shared": shared, "pid": os.getpid()}
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    from ray import cloudpickle
+
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])  # Ray workers cannot import this test module
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        yield
+    finally:
+        ray.shutdown()
+
+
+def test_evolution_through_ray_equals_serial(local_ray: None, tmp_path: Path) -> None:
+    from evoprune.parallel import RayExecutor
+
+    config = tiny_config(**{"evolution.generations": 2, "evolution.population": 5, "evolution.elites": 2})
+    serial = evolve(config, tmp_path / "serial")
+    shutil.copytree(tmp_path / "serial" / "models", tmp_path / "ray" / "models")
+    through_ray = evolve(config, tmp_path / "ray", executor=RayExecutor(threads=1))
+    assert summary(through_ray) == summary(serial)
+    assert through_ray.executor.startswith("ray")
+
+
+def test_ray_executor_runs_jobs_and_fails_only_the_bad_ones(local_ray: None) -> None:
+    from evoprune.parallel import RayExecutor
+
+    ex = RayExecutor(threads=1)
+    assert ex.capacity == 2 and ex.num_gpus == 0
+    ex.share("data", {"n": 3})
+    jobs = [Job("a", 1, "data"), Job("b", "error", "data"), Job("c", "crash"), Job("e", 5, "data")]
+    out = ex.run(ray_job, jobs, timeout=120)
+    assert [o.status for o in out] == ["ok", "error", "crash", "ok"]
+    assert out[0].value["shared"] == {"n": 3} and out[3].value["payload"] == 5
+    assert "this job fails" in out[1].error
+    hung = ex.run(ray_job, [Job("d", "hang")], timeout=2)  # workers are warm now: 2 s is plenty for a real job
+    assert hung[0].status == "timeout"
+    ex.close()
+    assert ray.is_initialized()  # it joined the instance this test started, so it leaves it running

@@ -1,0 +1,106 @@
+"""Executors: results in job order, shared objects, and a failing, crashing or hanging job failing alone."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import pytest
+
+from evoprune.errors import ConfigError
+from evoprune.parallel import Job, ProcessExecutor, SerialExecutor, make_executor
+
+
+def job_fn(payload: object, shared: object) -> object:
+    """Module-level so worker processes can import it by name."""
+    if payload == "error":
+        raise ValueError("this job fails")
+    if payload == "crash":
+        os._exit(7)
+    if payload == "hang":
+        time.sleep(60)
+    if payload == "threads":
+        import torch
+
+        return torch.get_num_threads()
+    return {"payload": payload, "shared": shared, "pid": os.getpid(), "shared_id": id(shared)}
+
+
+def _jobs(*payloads: object, shared: str | None = "data") -> list[Job]:
+    return [Job(f"j{i}", p, shared=shared) for i, p in enumerate(payloads)]
+
+
+@pytest.fixture(scope="module")
+def pool():
+    with ProcessExecutor(2, threads=1) as ex:
+        yield ex
+
+
+def test_serial_runs_in_order_and_reports_each_job() -> None:
+    seen = []
+    ex = SerialExecutor()
+    ex.share("data", [1, 2])
+    out = ex.run(job_fn, _jobs(1, "error", 3), on_done=lambda o: seen.append(o.id))
+    assert [o.id for o in out] == ["j0", "j1", "j2"] == seen
+    assert [o.status for o in out] == ["ok", "error", "ok"]
+    assert out[0].value["shared"] == [1, 2] and out[2].value["payload"] == 3
+    assert "ValueError: this job fails" in out[1].error
+
+
+def test_serial_time_limit_interrupts_a_hanging_job() -> None:
+    start = time.perf_counter()
+    out = SerialExecutor().run(job_fn, _jobs("hang", 2, shared=None), timeout=0.5)
+    assert [o.status for o in out] == ["timeout", "ok"]
+    assert time.perf_counter() - start < 10
+
+
+def test_process_results_come_back_in_job_order_with_shared_data_sent_once(pool: ProcessExecutor) -> None:
+    pool.share("data", {"big": list(range(1000))})
+    out = pool.run(job_fn, _jobs(*range(8)))
+    assert [o.value["payload"] for o in out] == list(range(8))
+    assert all(o.ok and o.value["shared"]["big"][-1] == 999 for o in out)
+    # Each worker keeps the one copy it received: same object for all of its jobs.
+    ids_by_pid: dict[int, set[int]] = {}
+    for o in out:
+        ids_by_pid.setdefault(o.value["pid"], set()).add(o.value["shared_id"])
+    assert all(len(ids) == 1 for ids in ids_by_pid.values())
+    assert os.getpid() not in ids_by_pid
+
+
+def test_process_jobs_use_the_configured_torch_threads(pool: ProcessExecutor) -> None:
+    out = pool.run(job_fn, _jobs("threads", "threads", shared=None))
+    assert [o.value for o in out] == [1, 1]
+
+
+def test_a_failing_or_crashing_job_fails_alone_and_the_pool_recovers(pool: ProcessExecutor) -> None:
+    pool.share("data", "x")
+    out = pool.run(job_fn, _jobs(0, "crash", "error", 3, 4))
+    assert [o.status for o in out] == ["ok", "crash", "error", "ok", "ok"]
+    assert "exit code 7" in out[1].error
+    again = pool.run(job_fn, _jobs(5, 6))
+    assert [o.value["payload"] for o in again] == [5, 6]
+    assert all(o.value["shared"] == "x" for o in again)  # a replacement worker gets the shared data too
+
+
+def test_a_hanging_job_is_killed_at_the_time_limit(pool: ProcessExecutor) -> None:
+    start = time.perf_counter()
+    out = pool.run(job_fn, _jobs("hang", 1, 2, shared=None), timeout=1.5)
+    assert [o.status for o in out] == ["timeout", "ok", "ok"]
+    assert "time limit" in out[0].error
+    assert time.perf_counter() - start < 30
+
+
+def test_jobs_must_have_unique_ids_and_known_shared_objects() -> None:
+    ex = SerialExecutor()
+    with pytest.raises(ValueError, match="unique"):
+        ex.run(job_fn, [Job("a", 1), Job("a", 2)])
+    with pytest.raises(KeyError, match="never shared"):
+        ex.run(job_fn, [Job("a", 1, shared="nope")])
+
+
+def test_make_executor_checks_its_arguments() -> None:
+    assert make_executor("serial").name == "serial"
+    with pytest.raises(ConfigError, match="unknown executor"):
+        make_executor("threads")
+    with pytest.raises(ConfigError, match="threads"):
+        SerialExecutor(threads=0)
