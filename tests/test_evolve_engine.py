@@ -216,3 +216,13 @@ def test_process_executor_gives_the_same_run_as_serial(reference: tuple[Any, Pat
     assert summary(result) == summary(reference[0])
     workers = {e["worker"] for e in RunDir(tmp_path).events() if e["event"] == "evaluation"}
     assert all(w.startswith("process-") for w in workers) and len(workers) >= 2
+
+
+def test_tournament_selection_keeps_the_elites_too(reference: tuple[Any, Path], tmp_path: Path) -> None:
+    copy_models(reference[1], tmp_path)
+    result = evolve(tiny_config(**{"evolution.selection": "tournament", "evolution.tournament_size": 2}), tmp_path)
+    bests = [h["best"] for h in result.history]
+    assert bests == sorted(bests) and len(result.history) == 3
+    origins = [e["origins"] for e in RunDir(tmp_path).events() if e["event"] == "population"]
+    assert all(o[:3] == ["elite"] * 3 for o in origins[1:])
+    assert summary(result) != summary(reference[0])  # a different search, same machinery

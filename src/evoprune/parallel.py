@@ -288,16 +288,18 @@ class ProcessExecutor(Executor):
     Workers start at construction (so their start-up overlaps whatever the caller does next), import the
     ``preload`` modules, and stay for every :meth:`run` until :meth:`close`; shared objects are sent to each worker
     once. A worker that crashes (segfault, ``os._exit``, out of memory) or runs past the time limit is killed and
-    replaced, and only its job fails.
+    replaced, and only its job fails. ``gpus``: GPU indices to pin the workers to, round robin (each worker sees
+    one GPU as ``cuda:0``); ``workers`` then defaults to one per GPU.
     """
 
     name = "process"
     MAX_STARTUP_FAILURES = 3
 
     def __init__(self, workers: int | None = None, *, threads: int = 1, start_method: str = "spawn",
-                 preload: Sequence[str] = ()) -> None:
+                 preload: Sequence[str] = (), gpus: Sequence[int] = ()) -> None:
         super().__init__(threads=threads)
-        self.workers = workers or available_cores()
+        self.gpus = tuple(gpus)
+        self.workers = workers or len(self.gpus) or available_cores()
         if self.workers < 1:
             raise ConfigError(f"workers must be ≥ 1, got {self.workers}")
         self.preload = tuple(preload)
@@ -316,7 +318,18 @@ class ProcessExecutor(Executor):
         parent, child = self._ctx.Pipe(duplex=True)
         process = self._ctx.Process(target=_worker_main, args=(child, self.threads, self.preload), daemon=True,
                                     name=f"evoprune-worker-{slot}")
-        process.start()
+        # A spawned child inherits the environment as it is at start(): pin each worker to one GPU, round robin.
+        saved = os.environ.get("CUDA_VISIBLE_DEVICES")
+        if self.gpus:
+            os.environ["CUDA_VISIBLE_DEVICES"] = str(self.gpus[slot % len(self.gpus)])
+        try:
+            process.start()
+        finally:
+            if self.gpus:
+                if saved is None:
+                    os.environ.pop("CUDA_VISIBLE_DEVICES", None)
+                else:
+                    os.environ["CUDA_VISIBLE_DEVICES"] = saved
         child.close()
         self._started += 1
         worker = _Worker(process, parent, self._started, has={})
@@ -601,14 +614,27 @@ class RayExecutor(Executor):
 # ------------------------------------------------------------------------------------------------ factory
 
 
+def local_gpus(device: str) -> tuple[int, ...]:
+    """The CUDA GPUs local workers should share for evaluations on ``device`` (none for ``"cpu"``)."""
+    if device == "cpu" or device.startswith("mps"):
+        return ()
+    import torch
+
+    if not torch.cuda.is_available():
+        return ()
+    if device.startswith("cuda:"):
+        return (int(device.split(":", 1)[1]),)
+    return tuple(range(torch.cuda.device_count()))
+
+
 def make_executor(kind: str, *, workers: int = 0, threads: int = 1, address: str | None = None,
-                  gpus_per_task: float = 0.0, preload: Sequence[str] = ()) -> Executor:
-    """An executor by name: ``serial``, ``process`` (``workers`` 0 = one per core; ``preload`` modules imported
-    by each worker at start-up) or ``ray``."""
+                  gpus_per_task: float = 0.0, preload: Sequence[str] = (), device: str = "cpu") -> Executor:
+    """An executor by name: ``serial``, ``process`` (``workers`` 0 = one per core, or one per GPU when evaluations
+    run on CUDA; ``preload`` modules imported by each worker at start-up) or ``ray``."""
     if kind == "serial":
         return SerialExecutor(threads=threads)
     if kind == "process":
-        return ProcessExecutor(workers or None, threads=threads, preload=preload)
+        return ProcessExecutor(workers or None, threads=threads, preload=preload, gpus=local_gpus(device))
     if kind == "ray":
         return RayExecutor(address, threads=threads, num_gpus=gpus_per_task or None,
                            max_in_flight=workers or None)

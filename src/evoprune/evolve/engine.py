@@ -422,7 +422,7 @@ def _executor_for(config: EvolutionConfig, executor: Executor | str | None) -> t
     ev = config.evaluation
     kind = executor or ev.executor
     return make_executor(kind, workers=ev.workers, threads=ev.threads, address=ev.address,
-                         gpus_per_task=ev.gpus_per_task, preload=WORKER_PRELOAD), True
+                         gpus_per_task=ev.gpus_per_task, preload=WORKER_PRELOAD, device=ev.device), True
 
 
 def evolve(

@@ -246,6 +246,13 @@ def _checked_metric(formula: str, nonfinite: str) -> Any:
     return Metric.from_formula(tree, name="candidate", fn=checked)
 
 
+def _visible_device(device: str) -> str:
+    """``cuda:N`` as seen from a worker pinned to one GPU (where that GPU is ``cuda:0``)."""
+    if device.startswith("cuda:") and torch.cuda.is_available() and int(device[5:]) >= torch.cuda.device_count():
+        return "cuda"
+    return device
+
+
 def run_fitness_job(job: FitnessJob, bundle: TaskBundle) -> dict[str, Any]:
     """Prune and fine-tune the task's model with the job's formula; returns the validation accuracy and details.
 
@@ -264,7 +271,8 @@ def run_fitness_job(job: FitnessJob, bundle: TaskBundle) -> dict[str, Any]:
     finetune["milestones"] = tuple(finetune.get("milestones", ()))
     pruner = ChannelPruner(
         _checked_metric(job.formula, bundle.nonfinite), schedule=schedule, scoring_samples=bundle.scoring_samples,
-        coupling=bundle.coupling, finetune=TrainConfig(**finetune), seed=job.seed, device=bundle.device,
+        coupling=bundle.coupling, finetune=TrainConfig(**finetune), seed=job.seed,
+        device=_visible_device(bundle.device),
         latency_batch_sizes=(), evaluate_test=False, progress=False, copy=True,
     )
     pruner.prune(model, splits)
