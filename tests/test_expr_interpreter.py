@@ -250,6 +250,28 @@ def test_absent_labels_are_dropped_from_the_class_sum():
     torch.testing.assert_close(a, b)
 
 
+def test_present_drops_unused_slots_and_copies_nothing_when_all_are_used():
+    feats, y, _ = _data(14)
+    f = torch.from_numpy(feats)
+    full = ClassStats.from_features(f, torch.from_numpy(y))
+    assert full.present() is full
+    sparse = ClassStats.from_features(f, torch.from_numpy(np.where(y == 1, 4, y)))  # slots 1 and 3 unused
+    kept = sparse.present()
+    assert kept.classes.tolist() == [0, 2, 4] and kept.count.tolist() == sparse.count[[0, 2, 4]].tolist()
+    torch.testing.assert_close(kept.pos_sum, sparse.pos_sum[[0, 2, 4]], rtol=0, atol=0)
+    torch.testing.assert_close(kept.sq_sum, sparse.sq_sum[[0, 2, 4]], rtol=0, atol=0)
+
+
+def test_mean_map_operands_match_numpy_whether_used_or_not():
+    """The moment evaluator builds P/Q/X mean maps lazily: trees that read them, and trees that don't."""
+    feats, y, _ = _data(15)
+    stats = ClassStats.from_features(torch.from_numpy(feats), torch.from_numpy(y))
+    for formula in ("sum(sub(mQ, mP))", "add(var(Q), g_mean(mX))", "div(var(P), rho5(var(Q)))",
+                    "sum(mul(mean(X), mP))"):
+        tree = parse(formula)
+        _finite_close(evaluate(tree, stats=stats), np_scores(tree, feats, y, None), rtol=1e-9)
+
+
 def test_prefix_of_generated_trees_reparses():
     random.seed(5)
     pset = build_primitive_set(constants=(0.5,))

@@ -18,7 +18,9 @@ are computed once. The raw result may contain NaN/inf; :func:`sanitize_scores` m
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 
 import torch
 from torch import Tensor
@@ -68,28 +70,45 @@ def sanitize_scores(scores: Tensor) -> Tensor:
     return torch.where(torch.isfinite(scores), scores, torch.full_like(scores, float("-inf")))
 
 
-@dataclass
 class _Moments:
-    """Moment view of P, Q or X for channels × classes: n [1,Bl], s1/s2 [Bc,Bl] (Σx, Σx²), pos [Bc,Bl,D]."""
+    """Moment view of P, Q or X for channels × classes: n [1,Bl], s1/s2 [Bc,Bl] (Σx, Σx²), pos [Bc,Bl,D].
 
-    n: Tensor
-    s1: Tensor
-    s2: Tensor
-    pos: Tensor
+    ``pos`` (the per-position sums, as large as all the rest together) is built on first use only: most
+    trees never read the mean maps of P or Q.
+    """
+
+    def __init__(self, n: Tensor, s1: Tensor, s2: Tensor, positions: int, pos: Callable[[], Tensor]) -> None:
+        self.n, self.s1, self.s2, self.d = n, s1, s2, positions
+        self._pos = pos
+
+    @cached_property
+    def pos(self) -> Tensor:
+        return self._pos()
 
     def reduce(self, op: str) -> Tensor:
-        d = self.pos.shape[-1]
         if op == "num":
             return self.n
         if op == "sum":
             return self.s1
         if op == "mean":
             return self.pos / self.n.unsqueeze(-1)
-        mu = self.s1 / (self.n * d)
+        mu = self.s1 / (self.n * self.d)
         if op == "g_mean":
             return mu
-        var = (self.s2 / (self.n * d) - mu * mu).clamp_min(0.0)
+        var = (self.s2 / (self.n * self.d) - mu * mu).clamp_min(0.0)
         return var if op == "var" else var.sqrt()
+
+
+class _LazyEnv(dict):
+    """Operand values, each computed from its factory on first lookup (unused operands cost nothing)."""
+
+    def __init__(self, values: dict[str, object], factories: dict[str, Callable[[], object]]) -> None:
+        super().__init__(values)
+        self.factories = factories
+
+    def __missing__(self, name: str) -> object:
+        value = self[name] = self.factories[name]()
+        return value
 
 
 class _Evaluator:
@@ -190,19 +209,20 @@ def evaluate(
 
 def _evaluate_moments(tree, shapes, info: TreeInfo, env, stats: ClassStats, dtype, c: int) -> Tensor:
     st = stats.present()
+    d = st.positions
     cnt = st.count.to(dtype)[None, :]  # [1, L]
     s1 = st.pos_sum.sum(-1).T.to(dtype)  # [C, L]
     s2 = st.sq_sum.T.to(dtype)
-    pos = st.pos_sum.permute(1, 0, 2).to(dtype)  # [C, L, D]
-    xm = _Moments(cnt.sum(1, keepdim=True), s1.sum(1, keepdim=True), s2.sum(1, keepdim=True),
-                  pos.sum(1, keepdim=True))
-    env["X"] = xm
-    env["mX"] = xm.reduce("mean")
+    pos = st.pos_sum.permute(1, 0, 2).to(dtype)  # [C, L, D] (a view for float64)
+    xm = _Moments(cnt.sum(1, keepdim=True), s1.sum(1, keepdim=True), s2.sum(1, keepdim=True), d,
+                  lambda: pos.sum(1, keepdim=True))
+    factories: dict[str, Callable[[], object]] = {"X": lambda: xm, "mX": lambda: xm.reduce("mean")}
     if info.label_aware:
-        pm = _Moments(cnt, s1, s2, pos)
-        qm = _Moments(xm.n - cnt, xm.s1 - s1, xm.s2 - s2, xm.pos - pos)
-        env.update(P=pm, Q=qm, N=cnt, mP=pm.reduce("mean"), mQ=qm.reduce("mean"))
-    ev = _Evaluator(shapes, env, dtype, st.count.device)
+        pm = _Moments(cnt, s1, s2, d, lambda: pos)
+        qm = _Moments(xm.n - cnt, xm.s1 - s1, xm.s2 - s2, d, lambda: xm.pos - pos)
+        factories.update(P=lambda: pm, Q=lambda: qm, N=lambda: cnt, mP=lambda: pm.reduce("mean"),
+                         mQ=lambda: qm.reduce("mean"))
+    ev = _Evaluator(shapes, _LazyEnv(env, factories), dtype, st.count.device)
     out = ev.value(tree)
     if isinstance(out, _Moments):  # impossible for a typed tree: a bare P/Q/X is "needs_features"
         raise FormulaError("internal: a moment view reached the root")

@@ -133,8 +133,10 @@ class ClassStats:
         return out
 
     def present(self) -> "ClassStats":
-        """Only the class slots that saw at least one sample."""
+        """Only the class slots that saw at least one sample (``self`` itself when every slot did: read only)."""
         keep = self.count > 0
+        if bool(keep.all()):  # the usual case: no copies
+            return self
         return ClassStats(self.count[keep], self.pos_sum[keep], self.sq_parts[keep], self.classes[keep], self.labelled)
 
     def merge(self, other: "ClassStats") -> "ClassStats":
