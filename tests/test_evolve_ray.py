@@ -27,7 +27,7 @@ def ray_job(payload: object, shared: object) -> object:
         os._exit(3)
     if payload == "hang":
         time.sleep(60)
-    return {"payload": payload, "shared": shared, "pid": os.getpid()}
+    return {"payload": payload, "shared": shared, "pid": os.getpid(), "shared_id": id(shared)}
 
 
 @pytest.fixture(scope="module")
@@ -64,6 +64,13 @@ def test_ray_executor_runs_jobs_and_fails_only_the_bad_ones(local_ray: None) -> 
     assert [o.status for o in out] == ["ok", "error", "crash", "ok"]
     assert out[0].value["shared"] == {"n": 3} and out[3].value["payload"] == 5
     assert "this job fails" in out[1].error
+    # Two shared objects used alternately: each worker fetches each once and keeps both.
+    ex.share("other", [1, 2])
+    many = ex.run(ray_job, [Job(f"m{i}", i, "data" if i % 2 else "other") for i in range(12)], timeout=120)
+    ids: dict[tuple[int, str], set[int]] = {}
+    for o in many:
+        ids.setdefault((o.value["pid"], str(o.value["shared"])), set()).add(o.value["shared_id"])
+    assert all(len(v) == 1 for v in ids.values())
     hung = ex.run(ray_job, [Job("d", "hang")], timeout=2)  # workers are warm now: 2 s is plenty for a real job
     assert hung[0].status == "timeout"
     ex.close()

@@ -25,7 +25,7 @@ import sys
 import threading
 import time
 import traceback
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
@@ -470,7 +470,8 @@ def import_ray() -> Any:
     return ray
 
 
-_RAY_SHARED: dict[str, Any] = {}  # per Ray worker process: shared objects already fetched, by object id
+_RAY_SHARED: OrderedDict[str, Any] = OrderedDict()  # per Ray worker process: shared objects fetched, by object id
+_RAY_SHARED_KEEP = 8  # the most recently used shared objects a worker keeps
 
 
 def _ray_job(fn: JobFn, payload: Any, boxed: list[Any], threads: int) -> tuple[Any, float, str]:
@@ -489,8 +490,10 @@ def _ray_job(fn: JobFn, payload: Any, boxed: list[Any], threads: int) -> tuple[A
         if key not in _RAY_SHARED:
             import ray
 
-            _RAY_SHARED.clear()  # one generation's objects at a time, memory stays bounded
             _RAY_SHARED[key] = ray.get(ref)
+            while len(_RAY_SHARED) > _RAY_SHARED_KEEP:  # memory stays bounded when objects are re-shared
+                _RAY_SHARED.popitem(last=False)
+        _RAY_SHARED.move_to_end(key)
         shared = _RAY_SHARED[key]
     start = time.perf_counter()
     value = fn(payload, shared)
