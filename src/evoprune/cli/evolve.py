@@ -10,7 +10,6 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from evoprune.cli.common import apply_threads
 from evoprune.errors import ConfigError
 from evoprune.evolve import Observer, available_presets
 from evoprune.progress import make_progress
@@ -45,8 +44,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--timeout", type=float, default=None, help="per-evaluation time limit in seconds (0 = none)")
     p.add_argument("--gpus-per-task", type=float, default=None, help="Ray: GPUs per evaluation (0 = one if present)")
     p.add_argument("--device", default=None, help="device of every evaluation: cpu, cuda, auto")
-    p.add_argument("--threads", type=int, default=None, help="torch threads of the main process (pretraining uses "
-                   "evaluation.threads)")
     p.add_argument("--list-presets", action="store_true", help="list the presets and exit")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
@@ -98,7 +95,6 @@ def run(args: argparse.Namespace) -> int:
     if args.list_presets:
         console.print(_presets_table())
         return 0
-    apply_threads(args.threads)
     if args.resume is not None:
         config = _resume_config(args)
         run_dir = args.resume

@@ -41,7 +41,7 @@ from evoprune.evolve.population import (
 from evoprune.evolve.rundir import RunDir, RunDirError, random_state_from_json, random_state_to_json, rng_state
 from evoprune.evolve.rundir import set_rng_state
 from evoprune.expr import FormulaError, from_deap, height, parse, size, to_infix
-from evoprune.parallel import Executor, Job, Outcome, make_executor
+from evoprune.parallel import Executor, Job, Outcome, make_executor, torch_threads
 
 
 # Imported by each local worker process at start-up, while the main process pretrains (torch._dynamo: the first
@@ -377,8 +377,11 @@ class Evolution:
         return stats
 
     def run(self) -> EvolutionResult:
-        for generation in range(self.state.generation + 1, self.config.evolution.generations):
-            self.step(generation)
+        # The main process's own tensor work (validity checks, serial evaluations) uses the evaluation thread
+        # count too, so nothing in a run depends on the caller's torch settings.
+        with torch_threads(self.config.evaluation.threads):
+            for generation in range(self.state.generation + 1, self.config.evolution.generations):
+                self.step(generation)
         return self.result()
 
     def result(self) -> EvolutionResult:
