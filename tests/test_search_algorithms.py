@@ -145,3 +145,20 @@ def test_ga_batched_and_member_by_member_population_scoring_agree() -> None:
     for a, b in zip(runs["vmap"].history, runs["loop"].history):
         assert a["cost"] == pytest.approx(b["cost"], rel=1e-6)
     assert all(torch.equal(runs["vmap"].masks[n], runs["loop"].masks[n]) for n in runs["loop"].masks)
+
+
+@pytest.mark.parametrize("algorithm", ["sa", "ga"])
+def test_early_stopping_changes_no_decision_and_reads_fewer_images(algorithm: str) -> None:
+    model, data = trained_model_and_data()
+    runs = {flag: search_masks(model, data, algorithm=algorithm, device="cpu",
+                               config=loss_budget_config(batch_size=16, early_stop=flag, budget=0.05, sa={"iterations": 15},
+                                                         ga={"generations": 2}))
+            for flag in (True, False)}
+    fast, full = runs[True], runs[False]
+    assert [r["cost"] for r in fast.history] == [r["cost"] for r in full.history]
+    assert [r.get("accepted") for r in fast.history] == [r.get("accepted") for r in full.history]
+    assert all(torch.equal(fast.masks[n], full.masks[n]) for n in full.masks)
+    assert fast.evaluations == full.evaluations
+    assert fast.images < full.images == full.evaluations * len(data.test.y)
+    stopped = [r for r in fast.history if not r["complete"]]  # SA logs every proposal, GA each generation's best
+    assert all(r["violated"] for r in stopped) and (stopped or algorithm == "ga")

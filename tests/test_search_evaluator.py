@@ -143,3 +143,37 @@ def test_untraceable_model_is_a_clear_error() -> None:
 
     with pytest.raises(ConfigError, match="torch.fx"):
         LayerGraph(Branchy())
+
+
+def test_early_stop_bounds_the_metrics_of_a_violating_candidate() -> None:
+    from evoprune.search import Constraint
+
+    model = tiny_chain()
+    graph = LayerGraph(model)
+    x, y = torch.rand(64, 1, 12, 12), torch.randint(0, 4, (64,))
+    evaluator = MaskEvaluator(graph, x, y, batch_size=8)
+    name = graph.layers[0].name
+    evaluator.focus([name])
+    mask = torch.zeros(graph.layers[0].shape, dtype=torch.bool)
+    exact = evaluator.evaluate({name: mask})
+    cap = Constraint("loss", exact.loss / 2)
+    early = evaluator.evaluate({name: mask}, stop_if_violating=cap)
+    assert not early.complete and cap.violated(early.loss, early.accuracy)
+    assert early.loss <= exact.loss and early.accuracy >= exact.accuracy
+    assert evaluator.images < 2 * 64
+    loose = evaluator.evaluate({name: mask}, stop_if_violating=Constraint("loss", exact.loss * 2))
+    assert loose.complete and loose.loss == pytest.approx(exact.loss)
+    floor = Constraint("accuracy", exact.accuracy + 0.5)
+    assert not evaluator.evaluate({name: mask}, stop_if_violating=floor).complete
+
+
+@pytest.mark.parametrize(("kernel", "size"), [(2, (28, 28)), (2, (7, 9)), (3, (10, 11)), ((2, 3), (8, 9))])
+def test_fast_average_pooling_equals_torch(kernel, size) -> None:
+    from evoprune.search.graph import fast_avg_pool2d
+
+    x = torch.randn(3, 4, *size)
+    kh, kw = (kernel, kernel) if isinstance(kernel, int) else kernel
+    expected = torch.nn.functional.avg_pool2d(x, (kh, kw))
+    assert torch.allclose(fast_avg_pool2d(x, kh, kw), expected, atol=1e-6)
+    assert LayerGraph(tiny_chain()).fast_ops == 1  # the chain's AvgPool2d(2) is swapped in the evaluation graph
+    assert LayerGraph(tiny_chain(), fast_ops=False).fast_ops == 0

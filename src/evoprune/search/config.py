@@ -111,7 +111,9 @@ class SearchConfig:
     Speed: ``batch_size`` images per forward chunk (default by device: 512 on a CPU, where bigger chunks fall out
     of cache and run slower, 8192 on a GPU); ``population_mode='auto'`` scores a GA population with one
     ``vmap``-batched forward on a GPU and member by member on a CPU, where the batched form measured no faster
-    (``benchmarks/bench_mask_search.py --speed`` times both).
+    (``benchmarks/bench_mask_search.py --speed`` times both). ``early_stop`` ends an evaluation as soon as the
+    candidate certainly breaks its cap; such a candidate's cost is penalty + 1/sparsity either way, so every
+    decision (and the evaluation count) is the same as without it.
     """
 
     preset: str = "seed"
@@ -138,6 +140,7 @@ class SearchConfig:
     batch_size: int | None = None
     population_batch_size: int | None = None
     population_mode: Literal["auto", "vmap", "loop"] = "auto"
+    early_stop: bool = True
     sa: SAConfig = field(default_factory=SAConfig)
     ga: GAConfig = field(default_factory=GAConfig)
 

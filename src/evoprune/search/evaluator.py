@@ -19,17 +19,23 @@ from torch.func import functional_call, vmap
 
 from evoprune.errors import ConfigError
 from evoprune.search.graph import LayerGraph, check_frontier
+from evoprune.search.objective import Constraint
 
 PopulationMode = Literal["vmap", "loop"]
 
 
 @dataclass(frozen=True)
 class Metrics:
+    """Mean cross-entropy and accuracy. ``complete=False``: the evaluation stopped as soon as the candidate was
+    certain to break its constraint, so ``loss`` is a lower bound and ``accuracy`` an upper bound of the true values
+    (enough to decide the violation, which is all the cost uses of a violating candidate)."""
+
     loss: float
     accuracy: float
+    complete: bool = True
 
-    def as_dict(self) -> dict[str, float]:
-        return {"loss": self.loss, "accuracy": self.accuracy}
+    def as_dict(self) -> dict[str, float | bool]:
+        return {"loss": self.loss, "accuracy": self.accuracy, "complete": self.complete}
 
 
 def _weight_key(name: str) -> str:
@@ -86,6 +92,7 @@ class MaskEvaluator:
                          for layer in graph.layers}
         self.masks = {name: torch.ones_like(w, dtype=torch.bool) for name, w in self.weights0.items()}
         self.evaluations = 0
+        self.images = 0
         self.head_forwards = 0
         self._version = {name: 0 for name in self.masks}
         self._cache_key: tuple[object, ...] | None = None
@@ -158,28 +165,43 @@ class MaskEvaluator:
 
     # scoring -----------------------------------------------------------------------------------------------
     @torch.no_grad()
-    def evaluate(self, candidates: Mapping[str, torch.Tensor]) -> Metrics:
-        """Loss and accuracy with the focus layers' masks replaced by ``candidates`` (one evaluation)."""
+    def evaluate(self, candidates: Mapping[str, torch.Tensor], *, stop_if_violating: Constraint | None = None) -> Metrics:
+        """Loss and accuracy with the focus layers' masks replaced by ``candidates`` (one evaluation).
+
+        With ``stop_if_violating``, chunks stop as soon as the candidate is certain to break that constraint: the
+        loss summed so far already reaches ``limit · N`` (a mean of non-negative terms can only grow), or the errors
+        so far already push the accuracy below the limit. The cost of a violating candidate does not depend on its
+        exact loss, so the search's decisions are unchanged; only the logged loss/accuracy are bounds.
+        """
         if self._tail is None:
             raise ConfigError("call focus(layers) before evaluate()")
         params = {**self._fixed, **self._candidate_params(candidates, batched=False)}
         for name in self._focus:
             params.setdefault(_weight_key(name), self.masked(name))
+        n = len(self.y)
         loss_sum = torch.zeros((), dtype=torch.float64, device=self.y.device)
         correct = torch.zeros((), dtype=torch.long, device=self.y.device)
         bs = self.batch_size
-        for start in range(0, len(self.y), bs):
+        seen, complete = 0, True
+        for start in range(0, n, bs):
             logits = functional_call(self._tail, params, tuple(f[start:start + bs] for f in self._frontier))
             yb = self.y[start:start + bs]
             loss_sum += F.cross_entropy(logits, yb, reduction="sum").double()
             correct += (logits.argmax(1) == yb).sum()
+            seen += len(yb)
+            if stop_if_violating is not None and seen < n and stop_if_violating.violated(
+                    float(loss_sum) / n, (int(correct) + n - seen) / n):
+                complete = False
+                break
         self.evaluations += 1
-        n = len(self.y)
-        return Metrics(float(loss_sum) / n, int(correct) / n)
+        self.images += seen
+        return Metrics(float(loss_sum) / n, (int(correct) + n - seen) / n, complete)
 
     @torch.no_grad()
-    def evaluate_many(self, candidates: Mapping[str, torch.Tensor]) -> list[Metrics]:
-        """Score a population: each value is a stack ``P × weight shape``; one batched forward per data chunk."""
+    def evaluate_many(self, candidates: Mapping[str, torch.Tensor], *,
+                      stop_if_violating: Constraint | None = None) -> list[Metrics]:
+        """Score a population: each value is a stack ``P × weight shape``; one batched forward per data chunk
+        (``vmap``), or member by member (``loop``, where ``stop_if_violating`` applies to each member)."""
         if self._tail is None:
             raise ConfigError("call focus(layers) before evaluate_many()")
         sizes = {len(m) for m in candidates.values()}
@@ -187,7 +209,8 @@ class MaskEvaluator:
             raise ConfigError(f"population stacks must share one non-zero size, got sizes {sorted(sizes)}")
         pop = sizes.pop()
         if self.population_mode == "loop":
-            return [self.evaluate({n: m[i] for n, m in candidates.items()}) for i in range(pop)]
+            return [self.evaluate({n: m[i] for n, m in candidates.items()}, stop_if_violating=stop_if_violating)
+                    for i in range(pop)]
         stacked = self._candidate_params(candidates, batched=True)
         fixed = {k: v for k, v in self._fixed.items()}
         for name in self._focus:
@@ -211,4 +234,5 @@ class MaskEvaluator:
             correct += (logits.argmax(-1) == yb).sum(1)
         self.evaluations += pop
         n = len(self.y)
+        self.images += pop * n
         return [Metrics(float(l) / n, int(c) / n) for l, c in zip(loss_sum.tolist(), correct.tolist())]

@@ -36,9 +36,50 @@ _ACTIVATION_NAMES = {
 _LAYER_LIKE_NAMES = {
     "flatten", "view", "reshape", "avg_pool1d", "avg_pool2d", "avg_pool3d", "max_pool1d", "max_pool2d",
     "max_pool3d", "adaptive_avg_pool1d", "adaptive_avg_pool2d", "adaptive_max_pool2d", "dropout", "batch_norm",
-    "conv1d", "conv2d", "conv3d", "linear", "layer_norm",
+    "conv1d", "conv2d", "conv3d", "linear", "layer_norm", "fast_avg_pool2d",
 }
 _SHAPE_METHODS = {"size", "dim"}
+
+
+def fast_avg_pool2d(x: torch.Tensor, kh: int, kw: int) -> torch.Tensor:
+    """``F.avg_pool2d(x, (kh, kw))`` (stride = kernel, no padding) as a sum of strided slices, in place on one new
+    tensor: 3-4x faster than PyTorch's CPU kernel for 2x2 windows, equal up to float rounding."""
+    h, w = x.shape[-2] // kh * kh, x.shape[-1] // kw * kw
+    x = x[..., :h, :w]
+    out = x[..., 0::kh, 0::kw] * (1.0 / (kh * kw))
+    for i in range(kh):
+        for j in range(kw):
+            if i or j:
+                out.add_(x[..., i::kh, j::kw], alpha=1.0 / (kh * kw))
+    return out
+
+
+fx.wrap("fast_avg_pool2d")
+
+
+def _pair(value: int | tuple[int, ...]) -> tuple[int, int]:
+    return (value, value) if isinstance(value, int) else (int(value[0]), int(value[1]))
+
+
+def _speed_up_pooling(traced: fx.GraphModule) -> int:
+    """Swap non-overlapping ``nn.AvgPool2d`` calls (kernel = stride, no padding) for ``fast_avg_pool2d``."""
+    modules = dict(traced.named_modules())
+    swapped = 0
+    for node in list(traced.graph.nodes):
+        module = modules.get(str(node.target)) if node.op == "call_module" else None
+        if not isinstance(module, nn.AvgPool2d):
+            continue
+        kernel, stride = _pair(module.kernel_size), _pair(module.stride or module.kernel_size)
+        if kernel != stride or _pair(module.padding) != (0, 0) or module.ceil_mode or module.divisor_override:
+            continue
+        with traced.graph.inserting_after(node):
+            fast = traced.graph.call_function(fast_avg_pool2d, (node.args[0], *kernel))
+        node.replace_all_uses_with(fast)
+        traced.graph.erase_node(node)
+        swapped += 1
+    if swapped:
+        traced.recompile()
+    return swapped
 
 
 def _target_name(node: fx.Node) -> str:
@@ -84,9 +125,13 @@ class PrunableLayer:
 
 
 class LayerGraph:
-    """The traced model, its prunable layers in forward order, and head/tail modules split at any of them."""
+    """The traced model, its prunable layers in forward order, and head/tail modules split at any of them.
 
-    def __init__(self, model: nn.Module, layers: Sequence[str] | None = None) -> None:
+    With ``fast_ops`` the traced graph (not the model) computes non-overlapping average pooling with
+    ``fast_avg_pool2d``; the plain ``evaluate_masked`` reference runs the model itself, and the tests hold the two
+    to the same numbers."""
+
+    def __init__(self, model: nn.Module, layers: Sequence[str] | None = None, *, fast_ops: bool = True) -> None:
         try:
             self.traced = fx.symbolic_trace(model)
         except Exception as exc:  # fx raises TraceError, TypeError, ... for data-dependent control flow
@@ -96,6 +141,8 @@ class LayerGraph:
                 "flow from forward(), or wrap the model's layers in an nn.Sequential."
             ) from exc
         self.model = model
+        # Equivalent faster kernels, in the evaluation graph only.
+        self.fast_ops = _speed_up_pooling(self.traced) if fast_ops else 0
         nodes = list(self.traced.graph.nodes)
         placeholders = [n for n in nodes if n.op == "placeholder"]
         if len(placeholders) != 1:

@@ -74,14 +74,16 @@ class Objective:
 
 @dataclass(frozen=True)
 class Score:
-    """One evaluated candidate: what the history logs for it."""
+    """One evaluated candidate: what the history logs for it. ``complete=False`` marks a violating candidate whose
+    evaluation stopped early (its loss is then a lower bound, its accuracy an upper bound)."""
 
     cost: float
     loss: float
     accuracy: float
     sparsity: float
     violated: bool
+    complete: bool = True
 
     def as_dict(self) -> dict[str, float | bool]:
         return {"cost": self.cost, "loss": self.loss, "accuracy": self.accuracy, "sparsity": self.sparsity,
-                "violated": self.violated}
+                "violated": self.violated, "complete": self.complete}

@@ -36,6 +36,7 @@ class SearchResult:
     layers: list[dict[str, Any]]
     phases: list[dict[str, Any]]
     evaluations: int
+    images: int
     head_forwards: int
     search_seconds: float
     wall_time_s: float
@@ -83,6 +84,7 @@ class SearchResult:
             "layers": self.layers,
             "phases": self.phases,
             "evaluations": self.evaluations,
+            "images_evaluated": self.images,
             "head_forwards": self.head_forwards,
             "search_seconds": self.search_seconds,
             "wall_time_s": self.wall_time_s,

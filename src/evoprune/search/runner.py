@@ -178,77 +178,47 @@ def search_masks(
     model.eval()
     try:
         graph = LayerGraph(model, layers)
-        x_sel, y_sel = _selection_data(data, cfg, seed, dev)
-        x_test, y_test = data.test.x.to(dev), data.test.y.to(dev)
-        base_sel = evaluate_masked(model, {}, x_sel, y_sel, batch_size=cfg.batch_size)
-        baseline = {"selection": _metrics_dict(base_sel),
-                    "test": _metrics_dict(evaluate_masked(model, {}, x_test, y_test, batch_size=cfg.batch_size))}
-        if cfg.selection_split == "val":
-            baseline["val"] = baseline["selection"]
+        splits = {"selection": _selection_data(data, cfg, seed, dev), "test": (data.test.x.to(dev), data.test.y.to(dev))}
+
+        selection_is_test = cfg.selection_split == "test" and len(splits["selection"][1]) == len(data.test.y)
+
+        def metrics(masks: dict[str, torch.Tensor]) -> dict[str, dict[str, float]]:
+            """Plain full-forward metrics of ``masks`` on the selection and test splits (one pass when they are
+            the same data)."""
+            out = {"selection": _metrics_dict(evaluate_masked(model, masks, *splits["selection"], batch_size=cfg.batch_size))}
+            out["test"] = out["selection"] if selection_is_test else _metrics_dict(
+                evaluate_masked(model, masks, *splits["test"], batch_size=cfg.batch_size))
+            if cfg.selection_split == "val":
+                out["val"] = out["selection"]
+            return out
+
+        baseline = metrics({})
+        base_sel = Metrics(**baseline["selection"])
         phases = _phases(graph, cfg, algorithm, base_sel)
         warnings = [f"phase {p.label}: the unpruned model already breaks its cap ({p.constraint.describe()}; loss "
                     f"{base_sel.loss:.4f}, accuracy {base_sel.accuracy:.4f}), so nothing can be pruned there"
                     for p in phases if p.constraint.violated(base_sel.loss, base_sel.accuracy)]
-        evaluator = MaskEvaluator(graph, x_sel, y_sel, batch_size=cfg.batch_size,
-                                  population_batch_size=cfg.population_batch_size,
-                                  population_mode=cfg.population_mode)
-        objective = Objective(base_sel.loss, cfg.eps, cfg.penalty)
-        generator = torch.Generator().manual_seed(seed)
-        with make_progress(progress) as bar:
-            task = bar.add_task(f"{algorithm.upper()} {cfg.preset}", total=_planned_evaluations(phases, cfg, algorithm), status="")
-
-            def record_hook(record: dict[str, Any]) -> None:
-                bar.update(task, completed=record["evaluations"], status=(
-                    f"{record['phase']} cost {record['cost']:.4g} sparsity {record['sparsity']:.3f} "
-                    f"loss {record['loss']:.4f} acc {record['accuracy']:.4f}"))
-                if on_record is not None:
-                    on_record(record)
-
-            state = SearchState(evaluator, objective, cfg.sparsity, generator, magnitude_bias=cfg.magnitude_bias,
-                                on_record=record_hook)
-            phase_reports = []
-            search_start = time.perf_counter()
-            for phase in phases:
-                t0, e0 = time.perf_counter(), evaluator.evaluations
-                if algorithm == "sa":
-                    score = run_sa_phase(state, phase, cfg)
-                else:
-                    score = run_ga_phase(state, phase, cfg)
-                seconds, evals = time.perf_counter() - t0, evaluator.evaluations - e0
-                phase_reports.append({
-                    "phase": phase.label, "layers": list(phase.layers), "constraint": phase.constraint.metric,
-                    "limit": phase.constraint.limit, "evaluations": evals, "seconds": seconds,
-                    "ms_per_evaluation": 1000 * seconds / max(evals, 1), **{f"end_{k}": v for k, v in score.as_dict().items()},
-                })
-            search_seconds = time.perf_counter() - search_start
+        evaluator = MaskEvaluator(graph, *splits["selection"], batch_size=cfg.batch_size,
+                                  population_batch_size=cfg.population_batch_size, population_mode=cfg.population_mode)
+        state = SearchState(evaluator, Objective(base_sel.loss, cfg.eps, cfg.penalty), cfg.sparsity,
+                            torch.Generator().manual_seed(seed), magnitude_bias=cfg.magnitude_bias,
+                            early_stop=cfg.early_stop)
+        search_start = time.perf_counter()
+        phase_reports = _run_phases(state, phases, cfg, algorithm, progress, on_record)
+        search_seconds = time.perf_counter() - search_start
         masks = {name: mask.detach().cpu().clone() for name, mask in evaluator.masks.items()}
-        final = {"selection": _metrics_dict(evaluate_masked(model, masks, x_sel, y_sel, batch_size=cfg.batch_size)),
-                 "test": _metrics_dict(evaluate_masked(model, masks, x_test, y_test, batch_size=cfg.batch_size))}
-        if cfg.selection_split == "val":
-            final["val"] = final["selection"]
+        final = metrics(masks)
         finetuned, state_dict = None, None
         if cfg.finetune_epochs > 0:
             finetuned, state_dict = _finetune(model, masks, data, cfg, seed, dev, progress, algorithm.upper())
-        sparsity = {"global": mask_sparsity(masks, "global"), "mean_layer": mask_sparsity(masks, "mean_layer")}
-        by_layer = {p["phase"]: p for p in phase_reports}
-        layer_rows = []
-        for layer, stats in zip(graph.layers, layer_stats(masks)):
-            report = by_layer.get(layer.name, {})
-            layer_rows.append({**stats, "ref_index": layer.ref_index, "constraint": report.get("constraint"),
-                               "limit": report.get("limit"), "evaluations": report.get("evaluations"),
-                               "seconds": report.get("seconds"), "ms_per_evaluation": report.get("ms_per_evaluation")})
         baselines = []
         if cfg.baselines:
             weights = {name: w.cpu() for name, w in evaluator.weights0.items()}
-            bgen = torch.Generator().manual_seed(seed + 1)
+            generator = torch.Generator().manual_seed(seed + 1)
             for kind in BASELINE_KINDS:
-                bmasks = baseline_masks(kind, weights, masks, bgen)
-                row: dict[str, Any] = {
-                    "kind": kind, "sparsity_global": mask_sparsity(bmasks, "global"),
-                    "sparsity_mean_layer": mask_sparsity(bmasks, "mean_layer"),
-                    "selection": _metrics_dict(evaluate_masked(model, bmasks, x_sel, y_sel, batch_size=cfg.batch_size)),
-                    "test": _metrics_dict(evaluate_masked(model, bmasks, x_test, y_test, batch_size=cfg.batch_size)),
-                }
+                bmasks = baseline_masks(kind, weights, masks, generator)
+                row: dict[str, Any] = {"kind": kind, "sparsity_global": mask_sparsity(bmasks, "global"),
+                                       "sparsity_mean_layer": mask_sparsity(bmasks, "mean_layer"), **metrics(bmasks)}
                 if cfg.finetune_epochs > 0:
                     row["finetuned"], _ = _finetune(model, bmasks, data, cfg, seed, dev, progress, kind)
                 baselines.append(row)
@@ -256,8 +226,51 @@ def search_masks(
         model.train(was_training)
     return SearchResult(
         algorithm=algorithm, config=cfg, seed=seed, masks=masks, selection_split=cfg.selection_split,
-        baseline=baseline, final=final, sparsity=sparsity, layers=layer_rows, phases=phase_reports,
-        evaluations=evaluator.evaluations, head_forwards=evaluator.head_forwards, search_seconds=search_seconds,
+        baseline=baseline, final=final,
+        sparsity={"global": mask_sparsity(masks, "global"), "mean_layer": mask_sparsity(masks, "mean_layer")},
+        layers=_layer_rows(graph, masks, phase_reports), phases=phase_reports, evaluations=evaluator.evaluations,
+        images=evaluator.images, head_forwards=evaluator.head_forwards, search_seconds=search_seconds,
         wall_time_s=time.perf_counter() - start_time, history=state.history, finetuned=finetuned,
         baselines=baselines, state_dict=state_dict, machine=_machine(), warnings=warnings,
     )
+
+
+def _run_phases(state: SearchState, phases: Sequence[Phase], cfg: SearchConfig, algorithm: str, progress: bool,
+                on_record: Callable[[dict[str, Any]], None] | None) -> list[dict[str, Any]]:
+    """Run every phase with a progress bar; return per-phase timing and end state."""
+    evaluator = state.evaluator
+    reports = []
+    with make_progress(progress) as bar:
+        task = bar.add_task(f"{algorithm.upper()} {cfg.preset}", total=_planned_evaluations(phases, cfg, algorithm), status="")
+
+        def record_hook(record: dict[str, Any]) -> None:
+            bar.update(task, completed=record["evaluations"], status=(
+                f"{record['phase']} cost {record['cost']:.4g} sparsity {record['sparsity']:.3f} "
+                f"loss {record['loss']:.4f} acc {record['accuracy']:.4f}"))
+            if on_record is not None:
+                on_record(record)
+
+        state.on_record = record_hook
+        for phase in phases:
+            t0, e0, i0 = time.perf_counter(), evaluator.evaluations, evaluator.images
+            score = run_sa_phase(state, phase, cfg) if algorithm == "sa" else run_ga_phase(state, phase, cfg)
+            seconds, evals = time.perf_counter() - t0, evaluator.evaluations - e0
+            reports.append({
+                "phase": phase.label, "layers": list(phase.layers), "constraint": phase.constraint.metric,
+                "limit": phase.constraint.limit, "evaluations": evals, "seconds": seconds,
+                "ms_per_evaluation": 1000 * seconds / max(evals, 1),
+                "images_per_evaluation": (evaluator.images - i0) / max(evals, 1),
+                **{f"end_{k}": v for k, v in score.as_dict().items()},
+            })
+    return reports
+
+
+def _layer_rows(graph: LayerGraph, masks: dict[str, torch.Tensor], reports: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per-layer sparsity with the cap, evaluations and time of the layer's own phase."""
+    by_phase = {r["phase"]: r for r in reports}
+    rows = []
+    for layer, stats in zip(graph.layers, layer_stats(masks)):
+        report = by_phase.get(layer.name, {})
+        rows.append({**stats, "ref_index": layer.ref_index,
+                     **{k: report.get(k) for k in ("constraint", "limit", "evaluations", "seconds", "ms_per_evaluation")}})
+    return rows
