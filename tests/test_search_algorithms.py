@@ -162,3 +162,19 @@ def test_early_stopping_changes_no_decision_and_reads_fewer_images(algorithm: st
     assert fast.images < full.images == full.evaluations * len(data.test.y)
     stopped = [r for r in fast.history if not r["complete"]]  # SA logs every proposal, GA each generation's best
     assert all(r["violated"] for r in stopped) and (stopped or algorithm == "ga")
+
+
+def test_magnitude_bias_steers_pruning_to_small_weights() -> None:
+    model, data = trained_model_and_data()
+
+    def pruned_magnitude(bias: float) -> float:
+        config = preset("improved", sa={"iterations": 30, "joint_iterations": 0}, baselines=False, magnitude_bias=bias)
+        result = search_masks(model, data, algorithm="sa", config=config, device="cpu")
+        ratios = []
+        for name, mask in result.masks.items():
+            w = model.get_submodule(name).weight.detach().abs()
+            if (~mask).any():
+                ratios.append(float(w[~mask].mean() / w.mean()))
+        return sum(ratios) / len(ratios)
+
+    assert pruned_magnitude(1.0) < 0.8 * pruned_magnitude(0.0)

@@ -38,7 +38,7 @@ def _mutate(state: SearchState, genome: Genome, rate: float, search: SearchConfi
         if search.ga.mutation == "resample":
             out[name] = resample_mutation(mask, rate, state.generator)
         else:
-            quantiles = state.quantiles[name] if state.quantiles is not None else None
+            quantiles = state.quantiles(name)
             out[name] = prune_restore(mask, rate, search.restore_ratio, state.generator, quantiles=quantiles,
                                       bias=state.magnitude_bias)
     return out
@@ -52,7 +52,7 @@ def _initial_population(state: SearchState, phase: Phase, search: SearchConfig, 
 
     def pruned(rate: float) -> Genome:
         return {n: prune_only(m, rate, state.generator,
-                              quantiles=state.quantiles[n] if state.quantiles is not None else None,
+                              quantiles=state.quantiles(n),
                               bias=state.magnitude_bias) for n, m in base.items()}
 
     if cfg.init == "around_current":

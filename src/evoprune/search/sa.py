@@ -27,7 +27,7 @@ def propose(state: SearchState, genome: Genome, rate: float, restore_ratio: floa
     """A neighbour of ``genome``: every layer of it perturbed with drop probability ``rate``."""
     out: Genome = {}
     for name, mask in genome.items():
-        quantiles = state.quantiles[name] if state.quantiles is not None else None
+        quantiles = state.quantiles(name)
         if restore_ratio > 0:
             out[name] = prune_restore(mask, rate, restore_ratio, state.generator, quantiles=quantiles,
                                       bias=state.magnitude_bias)

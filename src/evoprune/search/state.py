@@ -13,6 +13,7 @@ from typing import Any
 import torch
 
 from evoprune.search.evaluator import MaskEvaluator, Metrics
+from evoprune.search.moves import magnitude_quantiles
 from evoprune.search.objective import Constraint, Objective, Score, SparsityMode, sparsity_from_counts
 
 Genome = dict[str, torch.Tensor]
@@ -51,11 +52,11 @@ class SearchState:
         self._names = list(evaluator.masks)
         self._sizes = [evaluator.masks[n].numel() for n in self._names]
         # Magnitude ranks are needed only when proposals are biased by them.
-        self.quantiles: dict[str, torch.Tensor] | None = None
-        if magnitude_bias > 0:
-            from evoprune.search.moves import magnitude_quantiles
+        self._quantiles = {n: magnitude_quantiles(w) for n, w in evaluator.weights0.items()} if magnitude_bias > 0 else {}
 
-            self.quantiles = {n: magnitude_quantiles(w) for n, w in evaluator.weights0.items()}
+    def quantiles(self, name: str) -> torch.Tensor | None:
+        """Magnitude ranks of layer ``name``'s weights in [0, 1], or None when proposals are not biased."""
+        return self._quantiles.get(name)
 
     def random(self) -> float:
         """One uniform draw in [0, 1) from the run's generator."""
