@@ -39,7 +39,7 @@ from evoprune.evolve.population import (
     tournament,
 )
 from evoprune.evolve.rundir import RunDir, RunDirError, random_state_from_json, random_state_to_json, rng_state
-from evoprune.evolve.rundir import set_rng_state
+from evoprune.evolve.rundir import set_rng_state, write_json_atomic
 from evoprune.expr import FormulaError, from_deap, height, parse, size, to_infix
 from evoprune.parallel import Executor, Job, Outcome, make_executor, torch_threads
 
@@ -455,16 +455,21 @@ def evolve(
         elif config.fitness_hash() != saved.fitness_hash():
             raise RunDirError(f"the settings given differ from {rd.config_path} in ways that change the results; "
                               "resume with the saved config (only generations and evaluation options may change)")
-        rd.path.mkdir(parents=True, exist_ok=True)
-        from evoprune.evolve.rundir import write_json_atomic
-
-        write_json_atomic(rd.config_path, config_to_dict(config))
-    else:
-        if config is None:
-            raise ConfigError("a new run needs a config (a preset such as 'quick' or a TOML file)")
-        rd.create(config_to_dict(config), overwrite=overwrite)
+    elif config is None:
+        raise ConfigError("a new run needs a config (a preset such as 'quick' or a TOML file)")
+    elif rd.config_path.exists() and not overwrite:
+        rd.create(config_to_dict(config))  # raises the "already holds a run" error before any work starts
     observer = observer or Observer()
-    ex, owned = _executor_for(config, executor)
+    ex, owned = _executor_for(config, executor)  # before touching the folder: a missing cluster changes nothing
+    try:
+        if resume:
+            write_json_atomic(rd.config_path, config_to_dict(config))
+        else:
+            rd.create(config_to_dict(config), overwrite=overwrite)
+    except BaseException:
+        if owned:
+            ex.close()
+        raise
     run = Evolution(config, rd, ex, observer, progress)
     try:
         checkpoint = rd.read_checkpoint() if resume else None
