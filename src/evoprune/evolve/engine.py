@@ -40,7 +40,7 @@ from evoprune.evolve.population import (
 )
 from evoprune.evolve.rundir import RunDir, RunDirError, random_state_from_json, random_state_to_json, rng_state
 from evoprune.evolve.rundir import set_rng_state, write_json_atomic
-from evoprune.expr import FormulaError, from_deap, height, parse, size, to_infix
+from evoprune.expr import FormulaError, height, parse, size, to_infix
 from evoprune.parallel import Executor, Job, Outcome, make_executor, torch_threads
 
 
