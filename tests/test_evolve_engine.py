@@ -212,7 +212,7 @@ def test_resume_refuses_settings_that_change_results(reference: tuple[Any, Path]
 def test_process_executor_gives_the_same_run_as_serial(reference: tuple[Any, Path], tmp_path: Path) -> None:
     copy_models(reference[1], tmp_path)
     with ProcessExecutor(2, threads=1) as ex:
-        result = evolve(tiny_config(), tmp_path, executor=ex)
+        result = evolve(tiny_config(**{"evaluation.timeout": 900}), tmp_path, executor=ex)  # equality, not limits, under test
     assert summary(result) == summary(reference[0])
     workers = {e["worker"] for e in RunDir(tmp_path).events() if e["event"] == "evaluation"}
     assert all(w.startswith("process-") for w in workers) and len(workers) >= 2

@@ -45,7 +45,8 @@ def local_ray():
 def test_evolution_through_ray_equals_serial(local_ray: None, tmp_path: Path) -> None:
     from evoprune.parallel import RayExecutor
 
-    config = tiny_config(**{"evolution.generations": 2, "evolution.population": 5, "evolution.elites": 2})
+    config = tiny_config(**{"evolution.generations": 2, "evolution.population": 5, "evolution.elites": 2,
+                           "evaluation.timeout": 900})  # equality, not time limits, is under test here
     serial = evolve(config, tmp_path / "serial")
     shutil.copytree(tmp_path / "serial" / "models", tmp_path / "ray" / "models")
     through_ray = evolve(config, tmp_path / "ray", executor=RayExecutor(threads=1))

@@ -508,15 +508,19 @@ class RayExecutor(Executor):
     objects are put in the object store once and fetched once per worker process. ``num_gpus`` per task: None asks
     for one GPU per task when the cluster has GPUs, 0 for none, fractions to share a GPU. At most as many tasks
     are in flight as the cluster can run at once, so a task's time limit counts from about when it starts; a task
-    past its limit is cancelled (its worker killed). ``max_in_flight`` overrides that window.
+    past its limit is cancelled (its worker killed). ``max_in_flight`` overrides that window. Until as many tasks
+    as fit at once have finished, a task also gets ``startup_grace`` seconds more: Ray starts its worker processes
+    lazily, and starting one (importing torch, fetching the shared model and data) is not the candidate's fault.
     """
 
     name = "ray"
 
     def __init__(self, address: str | None = None, *, threads: int = 1, num_cpus: float = 1.0,
                  num_gpus: float | None = None, max_in_flight: int | None = None,
-                 init_kwargs: dict[str, Any] | None = None) -> None:
+                 init_kwargs: dict[str, Any] | None = None, startup_grace: float = 120.0) -> None:
         super().__init__(threads=threads)
+        self.startup_grace = float(startup_grace)
+        self._finished = 0
         ray = import_ray()
         self._ray = ray
         self._owns = False
@@ -554,10 +558,11 @@ class RayExecutor(Executor):
         ray = self._ray
         self._check_jobs(jobs)
         queue: deque[Job] = deque(jobs)
-        flying: dict[Any, tuple[Job, float]] = {}
+        flying: dict[Any, tuple[Job, float, float]] = {}  # ref -> (job, submitted at, seconds allowed)
         results: dict[str, Outcome] = {}
 
         def finish(outcome: Outcome) -> None:
+            self._finished += 1
             results[outcome.id] = outcome
             if on_done is not None:
                 on_done(outcome)
@@ -568,19 +573,20 @@ class RayExecutor(Executor):
                 boxed = [self._refs[job.shared]] if job.shared is not None else []
                 ref = self._remote.options(num_cpus=self.num_cpus, num_gpus=self.num_gpus, max_retries=0,
                                            name=f"evoprune:{job.id}"[:100]).remote(fn, job.payload, boxed, self.threads)
-                flying[ref] = (job, time.perf_counter())
+                allowed = (timeout or 0.0) + (self.startup_grace if self._finished < self._capacity else 0.0)
+                flying[ref] = (job, time.perf_counter(), allowed)
             wait_for = 1.0
             if timeout:
                 now = time.perf_counter()
-                wait_for = min([wait_for] + [max(0.0, t + timeout - now) for _, t in flying.values()])
+                wait_for = min([wait_for] + [max(0.0, t + allowed - now) for _, t, allowed in flying.values()])
             done, _ = ray.wait(list(flying), num_returns=1, timeout=wait_for)
             for ref in done:
-                job, started = flying.pop(ref)
+                job, started, _ = flying.pop(ref)
                 finish(self._collect(ref, job, started))
             if timeout:
                 now = time.perf_counter()
-                for ref, (job, started) in list(flying.items()):
-                    if now - started > timeout:
+                for ref, (job, started, allowed) in list(flying.items()):
+                    if now - started > allowed:
                         with contextlib.suppress(Exception):
                             ray.cancel(ref, force=True)
                         flying.pop(ref)
