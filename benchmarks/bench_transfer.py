@@ -43,7 +43,7 @@ from evoprune.prune import ChannelPruner, PruneSchedule
 from evoprune.train import TrainConfig, evaluate, train
 
 RESULTS = Path(__file__).resolve().parent / "results"
-METRICS = ("random", "WL1", "WL2", "FPGM", "BNScale", "Taylor", "DI", "SymDiv", "AbsSNR", "eq3", "GA_Func1")
+METRICS = ("random", "WL1", "WL2", "FPGM", "BNScale", "Taylor", "DI", "SymDiv", "AbsSNR", "eq3", "GA_Func1", "EP_Func1")
 LABELS = {"WL1": "L1", "WL2": "L2", "BNScale": "BN scale", "eq3": "eq3 (GA_Func2)"}
 MODELS: dict[str, tuple[str, dict[str, Any]]] = {
     "resnet20": ("resnet_cifar", {"depth": 20}),

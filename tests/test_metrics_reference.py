@@ -225,12 +225,25 @@ def ref_mmd(feats, y, batch=100):
     return out
 
 
+def ref_ep_func1(feats, y, weight):
+    """EP_Func1 (evolved here) in its simplified closed form: Σ_c |μ_P − μ_Q| / sqrt(|Σ W_k / n_Q + 1e-4|)."""
+    out = np.zeros(feats.shape[1])
+    for k in range(feats.shape[1]):
+        x = feats[:, k, :].astype(np.float64)
+        w_sum = weight[k].astype(np.float64).sum()
+        for c in np.unique(y):
+            p, q = _split(x, y, c)
+            out[k] += abs(p.mean() - q.mean()) / np.sqrt(abs(w_sum / len(q) + 1e-4))
+    return out
+
+
 FEATURE_REFS = {
     "AbsSNR": ref_abs_snr, "FDR": ref_fdr, "SymDiv": ref_sym_div, "Tstats": ref_tstats,
     "GA_Func1": ref_ga_func1, "GA_Func2": ref_ga_func2, "GA_Func3": ref_ga_func3, "GA_Func4": ref_ga_func4,
     "GA_inspired_1": ref_ga_inspired_1, "GA_inspired_2": ref_ga_inspired_2, "DI": ref_di, "MMD": ref_mmd,
 }
 WEIGHT_REFS = {"WL1": ref_wl1, "WL2": ref_wl2, "GeoMedian": ref_geo_median, "FPGM": ref_fpgm}
+MIXED_REFS = {"EP_Func1": ref_ep_func1}  # feature maps, labels and the layer's weight
 
 
 def _random_layer(seed=0, n=240, c=6, d=9, classes=4):
@@ -249,7 +262,7 @@ def _close(actual, expected, rtol=RTOL):
 
 
 def test_every_named_metric_has_a_reference_or_is_special():
-    covered = set(FEATURE_REFS) | set(WEIGHT_REFS) | {"BNScale", "Taylor", "random"}
+    covered = set(FEATURE_REFS) | set(WEIGHT_REFS) | set(MIXED_REFS) | {"BNScale", "Taylor", "random"}
     assert {m.name for m in builtin_metrics()} == covered
 
 
@@ -272,6 +285,15 @@ def test_feature_metric_matches_reference_on_random_maps(name, seed):
 def test_weight_metric_matches_reference(name, shape):
     w = np.random.default_rng(3).normal(0, 1, shape).astype(np.float32)
     _close(get_metric(name).score(LayerData("layer", weight=torch.from_numpy(w))), WEIGHT_REFS[name](w))
+
+
+@pytest.mark.parametrize("name", sorted(MIXED_REFS))
+@pytest.mark.parametrize("seed", [0, 1])
+def test_mixed_metric_matches_reference_on_random_maps(name, seed):
+    feats, y, weight = _random_layer(seed)
+    data = LayerData("layer", features=torch.from_numpy(feats), labels=torch.from_numpy(y),
+                     weight=torch.from_numpy(weight))
+    _close(get_metric(name).score(data), MIXED_REFS[name](feats, y, weight))
 
 
 def test_fpgm_tree_and_direct_implementation_agree():
