@@ -149,10 +149,13 @@ def mean_std(values: list[float]) -> tuple[float, float]:
     return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
 
 
-def summarise(runs: list[dict[str, Any]], bases: dict[str, dict[str, Any]], models: list[str], metrics: list[str]) -> dict[str, Any]:
+def summarise(runs: list[dict[str, Any]], bases: dict[str, dict[str, Any]], models: list[str], metrics: list[str],
+              seeds: list[int]) -> dict[str, Any]:
+    """Mean ± std per model and metric over the requested seeds only (a resumed JSON may hold others)."""
+    runs = [r for r in runs if r["seed"] in seeds]
     table: dict[str, Any] = {}
     for key in models:
-        base = [b["test_accuracy"] for k, b in bases.items() if k.startswith(f"{key}/")]
+        base = [bases[f"{key}/{seed}"]["test_accuracy"] for seed in seeds if f"{key}/{seed}" in bases]
         table[key] = {"baseline": mean_std(base) if base else None, "metrics": {}}
         for metric in metrics:
             rows = [r for r in runs if r["model"] == key and r["metric"] == metric]
@@ -257,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
                 json_path.write_text(json.dumps({"runs": runs, "baselines": bases}, indent=2) + "\n")  # resumable
     info = {"command": "python benchmarks/bench_transfer.py " + " ".join(sys.argv[1:] if argv is None else argv),
             "machine": machine(), "seconds": time.perf_counter() - start}
-    table = summarise(runs, bases, models, metrics)
+    table = summarise(runs, bases, models, metrics, seeds)
     payload = {"settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}, **info,
                "table": table, "runs": runs, "baselines": bases}
     json_path.write_text(json.dumps(payload, indent=2) + "\n")
