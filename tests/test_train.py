@@ -137,3 +137,18 @@ def test_load_checkpoint_replays_structural_pruning(tmp_path: Path) -> None:
     assert loaded.conv1.out_channels == pruner.model_.conv1.out_channels == 10
     x = data.test.x[:4]
     assert torch.equal(loaded.eval()(x), pruner.model_.eval()(x))
+
+
+def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path: Path) -> None:
+    from evoprune.atomic import write_atomic
+
+    target = tmp_path / "state.json"
+    write_atomic(target, lambda handle: handle.write(b"old"))
+
+    def broken(handle) -> None:
+        handle.write(b"half")
+        raise RuntimeError("killed mid-write")
+
+    with pytest.raises(RuntimeError):
+        write_atomic(target, broken)
+    assert target.read_bytes() == b"old" and [p.name for p in tmp_path.iterdir()] == ["state.json"]

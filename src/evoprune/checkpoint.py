@@ -6,14 +6,13 @@ with ``torch.load(weights_only=True)``; the model is rebuilt from the zoo by nam
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from evoprune.atomic import write_atomic
 from evoprune.errors import CheckpointError
 
 FORMAT = "evoprune.checkpoint/1"
@@ -23,8 +22,6 @@ def save_checkpoint(
     path: str | Path, model: nn.Module, *, arch: str, arch_kwargs: dict[str, Any], meta: dict[str, Any] | None = None
 ) -> Path:
     """Write ``model``'s weights with the zoo name and arguments that rebuild it, atomically (temp file + rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     payload = {
         "format": FORMAT,
         "arch": arch,
@@ -32,15 +29,7 @@ def save_checkpoint(
         "meta": dict(meta or {}),
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
     }
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(payload, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+    return write_atomic(path, lambda handle: torch.save(payload, handle))
 
 
 def read_checkpoint(path: str | Path, *, map_location: str | torch.device = "cpu") -> dict[str, Any]:

@@ -18,20 +18,17 @@ from __future__ import annotations
 import base64
 import datetime as _dt
 import json
-import os
 import random
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from evoprune.atomic import write_atomic
 from evoprune.errors import EvopruneError
 
 CHECKPOINT_FORMAT = "evoprune.evolve.checkpoint/1"
-_UMASK = os.umask(0)
-os.umask(_UMASK)
 
 
 class RunDirError(EvopruneError, ValueError):
@@ -39,20 +36,9 @@ class RunDirError(EvopruneError, ValueError):
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
-    """Write JSON to a temporary file in the same folder, flush it to disk, then rename it over ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as handle:
-            json.dump(data, handle, indent=1, allow_nan=False)
-            handle.write("\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, 0o666 & ~_UMASK)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    """Write JSON so that a run killed at any moment leaves either the old or the new file (``evoprune.atomic``)."""
+    text = json.dumps(data, indent=1, allow_nan=False) + "\n"
+    write_atomic(path, lambda handle: handle.write(text.encode()))
 
 
 def rng_state() -> dict[str, Any]:

@@ -8,8 +8,6 @@ Lightning's pruning callback and sparsity counters all see an ordinary pruned mo
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -18,6 +16,7 @@ import torch
 from torch import nn
 from torch.nn.utils import prune
 
+from evoprune.atomic import write_atomic
 from evoprune.errors import ConfigError
 
 
@@ -54,21 +53,10 @@ def masks_from_model(model: nn.Module) -> dict[str, torch.Tensor]:
 def save_masks(path: str | Path, masks: Mapping[str, torch.Tensor]) -> Path:
     """Write masks to ``.pt`` (torch.save of a dict of bool tensors) or ``.npz``, atomically."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     payload = {name: mask.detach().bool().cpu().contiguous() for name, mask in masks.items()}
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    os.close(fd)
-    try:
-        if path.suffix == ".npz":
-            with open(tmp, "wb") as fh:
-                np.savez_compressed(fh, **{name: mask.numpy() for name, mask in payload.items()})
-        else:
-            torch.save(payload, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+    if path.suffix == ".npz":
+        return write_atomic(path, lambda fh: np.savez_compressed(fh, **{k: m.numpy() for k, m in payload.items()}))
+    return write_atomic(path, lambda fh: torch.save(payload, fh))
 
 
 def load_masks(path: str | Path) -> dict[str, torch.Tensor]:
