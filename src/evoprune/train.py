@@ -90,6 +90,14 @@ TRAIN_PRESETS: dict[str, TrainConfig] = {
 }
 
 
+_MODEL_PRESETS = {"lenet5_d2l": "d2l_seed", "vgg": "cifar", "resnet_cifar": "cifar"}
+
+
+def default_preset_for(model: str) -> str:
+    """The training preset a zoo model gets when none is named (``lenet5`` for the small models)."""
+    return _MODEL_PRESETS.get(model, "lenet5")
+
+
 def get_train_preset(name: str) -> TrainConfig:
     if name not in TRAIN_PRESETS:
         raise ConfigError(f"unknown training preset {name!r}; available: {', '.join(TRAIN_PRESETS)}")

@@ -13,9 +13,6 @@ from rich.table import Table
 from evoprune.cli.common import add_runtime_args, apply_threads
 from evoprune.errors import ConfigError
 
-DEFAULT_TRAIN_PRESET = {"lenet5_d2l": "d2l_seed", "vgg": "cifar", "resnet_cifar": "cifar"}
-
-
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "search",
@@ -86,12 +83,12 @@ def _model_and_data(args: argparse.Namespace, console: Console) -> tuple[torch.n
                             val_fraction=args.val_fraction, normalize=bool(meta.get("normalize", False)))
         return model, data, {"checkpoint": str(args.checkpoint), "arch": payload["arch"], "dataset": data.name}
     from evoprune.models import build_model
-    from evoprune.train import evaluate_split, get_train_preset, train
+    from evoprune.train import default_preset_for, evaluate_split, get_train_preset, train
 
     data = load_dataset(args.data or "mnist5k", root=args.data_dir, seed=args.seed, val_fraction=args.val_fraction)
     torch.manual_seed(args.seed)
     model = build_model(args.model, in_channels=data.in_channels, num_classes=data.num_classes, image_size=data.image_size)
-    config = get_train_preset(DEFAULT_TRAIN_PRESET.get(args.model, "lenet5")).with_overrides(epochs=args.train_epochs, seed=args.seed)
+    config = get_train_preset(default_preset_for(args.model)).with_overrides(epochs=args.train_epochs, seed=args.seed)
     console.print(f"no --checkpoint: training {args.model} on {data.name} for {config.epochs} epochs first")
     train(model, data, config, device=args.device, progress=not args.quiet, description=f"train {args.model}")
     test = evaluate_split(model.cpu(), data.test)

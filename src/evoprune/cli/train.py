@@ -12,10 +12,7 @@ from rich.table import Table
 from evoprune.cli.common import add_data_args, add_runtime_args, apply_threads, parse_key_values
 from evoprune.data import available_datasets, load_dataset
 from evoprune.models import available_models, build_model
-from evoprune.train import TRAIN_PRESETS, evaluate_split, get_train_preset, train
-
-DEFAULT_PRESET = {"lenet5_d2l": "d2l_seed", "vgg": "cifar", "resnet_cifar": "cifar"}
-
+from evoprune.train import TRAIN_PRESETS, default_preset_for, evaluate_split, get_train_preset, train
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
@@ -48,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
                         normalize=args.normalize)
     arch_kwargs = {"in_channels": data.in_channels, "num_classes": data.num_classes, "image_size": data.image_size,
                    **parse_key_values(args.model_arg, option="--model-arg")}
-    preset_name = args.preset or DEFAULT_PRESET.get(args.model, "lenet5")
+    preset_name = args.preset or default_preset_for(args.model)
     config = get_train_preset(preset_name).with_overrides(
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, optimizer=args.optimizer, momentum=args.momentum,
         weight_decay=args.weight_decay, schedule=args.schedule, augment=args.augment, seed=args.seed,
