@@ -20,6 +20,7 @@ COMMANDS: tuple[str, ...] = (
     "prune",
     "search",
     "evolve",
+    "bench",
 )
 
 
