@@ -225,6 +225,7 @@ def test_cache_blocks_cover_every_row(monkeypatch):
     feats, y, _ = _data(13, n=50)
     f, lab = torch.from_numpy(feats), torch.from_numpy(y)
     ref = ClassStats.from_features(f, lab)
+    monkeypatch.setattr(stats_mod, "_native", None)  # the blocks are the torch path's
     monkeypatch.setattr(stats_mod, "BLOCK_BYTES", 8 * 5 * 6 * 3)  # blocks of 3 rows, last one partial
     small = ClassStats.from_features(f, lab, batch_size=20)
     torch.testing.assert_close(small.pos_sum, ref.pos_sum)

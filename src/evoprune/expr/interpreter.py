@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cached_property, lru_cache
 
 import torch
 from torch import Tensor
@@ -45,8 +45,18 @@ class TreeInfo:
     needs_features: bool  # applies a non-moment operation to P, Q or X (needs raw feature maps)
 
 
-def analyse(tree: Node) -> TreeInfo:
+@lru_cache(maxsize=512)
+def _prepared(tree: Node) -> tuple[dict[Node, Shape], TreeInfo]:
+    """Shapes and needs of a tree, worked out once per distinct tree (scoring evaluates one tree per layer)."""
     shapes = infer_all(tree)
+    return shapes, _analyse(tree, shapes)
+
+
+def analyse(tree: Node) -> TreeInfo:
+    return _prepared(tree)[1]
+
+
+def _analyse(tree: Node, shapes: dict[Node, Shape]) -> TreeInfo:
     names = {n.name for n in walk(tree) if isinstance(n, Var)}
     raw = False
     for n in walk(tree):
@@ -174,8 +184,7 @@ def evaluate(
     """
     if strategy not in ("auto", "moments", "materialised"):
         raise ValueError(f"strategy must be auto, moments or materialised, got {strategy!r}")
-    shapes = infer_all(tree)
-    info = analyse(tree)
+    shapes, info = _prepared(tree)
     if strategy == "moments" and info.needs_features:
         raise ValueError("this formula applies matrix operations to P/Q/X: it cannot use moments only")
     c = _channels(stats, features, weight)

@@ -30,6 +30,19 @@ class Call:
     op: str
     args: tuple["Node", ...]
     pos: int | None = field(default=None, compare=False, repr=False)
+    _hash: int = field(init=False, default=0, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        # Nodes key the evaluator's memo and shape tables: hashing a subtree once, not on every lookup,
+        # keeps those lookups O(1) instead of O(subtree size).
+        object.__setattr__(self, "_hash", hash((self.op, self.args)))
+
+    def __hash__(self) -> int:
+        return self._hash
+
+    def __reduce__(self) -> tuple:
+        # Rebuild through __init__ when unpickled: string hashes differ between processes.
+        return (Call, (self.op, self.args, self.pos))
 
 
 Node = Union[Var, Const, Call]

@@ -6,9 +6,16 @@ per-position sums (for the mean maps ``mX``, ``mP``, ``mQ``). They are accumulat
 scoring never has to hold the raw feature maps. ``Q``'s statistics are totals minus ``P``'s.
 
 Arithmetic is float64 throughout, so scores agree with a float64 reference to ~1e-12 even where class
-means nearly coincide (as in untrained networks). Speed comes from cache blocking: each batch is converted
-and summed a few rows at a time (about 2 MB per block), so the float64 copy never leaves the CPU cache and
-the float32 features are read from memory once.
+means nearly coincide (as in untrained networks). Two backends give the same sums up to the order of
+float64 additions:
+
+* **native** (CPU tensors, float32/float64): the optional C extension ``evoprune.expr._moments``, built at
+  install time, reads each value once and accumulates in double (AVX2 where the CPU has it);
+* **torch** (any device, and wherever the extension was not built): cache blocking, each batch is
+  converted and summed a few rows at a time (about 2 MB per block), so the float64 copy never leaves the
+  CPU cache and the features are read from memory once, but in three passes (convert, index_add_, norm).
+
+:data:`NATIVE` says which one CPU tensors get.
 """
 
 from __future__ import annotations
@@ -18,6 +25,12 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
+try:  # built by `pip install` when a C compiler is available (pyproject: optional ext-module)
+    from evoprune.expr import _moments as _native
+except ImportError:  # no compiler at install time: the torch path does the same work
+    _native = None
+
+NATIVE: str | None = _native.set_simd(True) if _native is not None else None  # "avx2", "plain" or None
 BLOCK_BYTES = 2 << 20  # float64 rows converted and summed per step (two such blocks fit in L2/L3)
 PER_POSITION_SQUARES_BELOW = 16  # D below which squares are accumulated per position
 
@@ -99,6 +112,11 @@ class ClassStats:
             raise ValueError("labels must be non-negative class indices")
         self._grow(int(labels.max()) + 1)
         self.count += torch.bincount(labels, minlength=self.count.shape[0]).to(self.count.dtype)
+        if (_native is not None and f.device.type == "cpu" and f.dtype in (torch.float32, torch.float64)
+                and self.pos_sum.is_contiguous() and self.sq_parts.is_contiguous()):
+            _native.accumulate(f.contiguous().numpy(), labels.contiguous().numpy(), self.pos_sum.numpy(),
+                               self.sq_parts.numpy(), 0, self.num_channels)
+            return
         rows = max(1, BLOCK_BYTES // (8 * self.num_channels * self.positions))
         if self._work is None or self._work.shape[1] < min(rows, b) or self._work.device != f.device:
             self._work = torch.empty((2, min(rows, b), self.num_channels, self.positions), dtype=torch.float64,
