@@ -8,12 +8,17 @@ import functools
 import pytest
 import torch
 from torch import nn
+from torch.nn.utils import prune
 
 from evoprune.data import load_dataset
 from evoprune.search import evaluate_masked, preset, search_masks
+from evoprune.search import LayerGraph, MaskEvaluator
 from evoprune.search.ga import tournament
-from evoprune.search.objective import Score
-from evoprune.train import TrainConfig, train
+from evoprune.search.objective import Objective, Score
+from evoprune.search.runner import _adapt
+from evoprune.search.sa import propose
+from evoprune.search.state import SearchState
+from evoprune.train import TrainConfig, evaluate, train
 
 
 @functools.lru_cache(maxsize=1)
@@ -31,6 +36,10 @@ def tiny_model() -> nn.Sequential:
         nn.Conv2d(4, 6, 3), nn.Tanh(), nn.Flatten(),
         nn.Linear(6 * 4 * 4, 16), nn.Tanh(), nn.Linear(16, 4),
     )
+
+
+# The improved preset without its fine-tuning (between phases and at the end) and with one joint pass: the search alone.
+PURE_SEARCH = {"finetune_between": 0, "finetune_epochs": 0, "joint_rounds": 1}
 
 
 def trained_model_and_data() -> tuple[nn.Sequential, object]:
@@ -75,7 +84,8 @@ def test_sa_never_accepts_a_cap_violation_and_only_prunes() -> None:
 
 def test_sa_improved_mode_restores_weights_and_respects_the_accuracy_budget() -> None:
     model, data = trained_model_and_data()
-    config = preset("improved", sa={"iterations": 30, "joint_iterations": 30}, baselines=False, budget=0.05)
+    config = preset("improved", sa={"iterations": 30, "joint_iterations": 30}, baselines=False, budget=0.05,
+                    **PURE_SEARCH)
     result = search_masks(model, data, algorithm="sa", config=config, device="cpu")
     assert [p["phase"] for p in result.phases][-1] == "joint"
     floor = result.baseline["selection"]["accuracy"] - 0.05
@@ -110,7 +120,7 @@ def test_ga_elitism_keeps_the_best_and_children_are_scored_on_pristine_weights()
 def test_ga_evaluation_count_and_joint_phase() -> None:
     model, data = trained_model_and_data()
     config = preset("improved", ga={"generations": 2, "joint_generations": 3, "population": 6, "elite": 1},
-                    baselines=False)
+                    baselines=False, **PURE_SEARCH)
     result = search_masks(model, data, algorithm="ga", config=config, device="cpu")
     layers = len(result.layers)
     assert result.evaluations == layers * (6 + 2 * 5) + (6 + 3 * 5)
@@ -168,7 +178,8 @@ def test_magnitude_bias_steers_pruning_to_small_weights() -> None:
     model, data = trained_model_and_data()
 
     def pruned_magnitude(bias: float) -> float:
-        config = preset("improved", sa={"iterations": 30, "joint_iterations": 0}, baselines=False, magnitude_bias=bias)
+        config = preset("improved", sa={"iterations": 30, "joint_iterations": 0}, baselines=False, magnitude_bias=bias,
+                        **PURE_SEARCH)
         result = search_masks(model, data, algorithm="sa", config=config, device="cpu")
         ratios = []
         for name, mask in result.masks.items():
@@ -178,3 +189,55 @@ def test_magnitude_bias_steers_pruning_to_small_weights() -> None:
         return sum(ratios) / len(ratios)
 
     assert pruned_magnitude(1.0) < 0.8 * pruned_magnitude(0.0)
+
+
+def test_iterative_mode_finetunes_between_phases_and_measures_the_loss_from_the_adapted_network() -> None:
+    model, data = trained_model_and_data()
+    config = preset("improved", sa={"iterations": 12, "joint_iterations": 8}, joint_rounds=2, finetune_between=1,
+                    finetune_epochs=0, baselines=False)
+    result = search_masks(model, data, algorithm="sa", config=config, device="cpu")
+    assert [p["phase"] for p in result.phases][-2:] == ["joint 1", "joint 2"]
+    assert all("finetuned_loss" in p for p in result.phases[:-1]) and "finetuned_loss" not in result.phases[-1]
+    starts = [r for r in result.history if r["kind"] == "start"]
+    for report, start in zip(result.phases[:-1], starts[1:]):
+        # Each phase starts on the adapted network, and its loss term is measured from that network's loss.
+        assert start["loss"] == pytest.approx(report["finetuned_loss"], rel=1e-5)
+        penalty = config.penalty if start["violated"] else 0.0
+        assert start["cost"] == pytest.approx(penalty + 1 / (start["sparsity"] + config.eps), rel=1e-6)
+    assert not all(start["violated"] for start in starts[1:])
+    # The delivered weights are the adapted network's: with the masks they give the reported final metrics.
+    assert result.state_dict is not None
+    fresh = tiny_model()
+    result.apply_to(fresh)
+    assert evaluate(fresh, data.test.x, data.test.y).loss == pytest.approx(result.final["test"]["loss"], rel=1e-5)
+
+
+def test_adapting_between_phases_keeps_pruned_weights_for_restore_moves() -> None:
+    model, data = trained_model_and_data()
+    gen = torch.Generator().manual_seed(0)
+    layers = [name for name, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    masks = {name: torch.rand(model.get_submodule(name).weight.shape, generator=gen) > 0.5 for name in layers}
+    tuned = _adapt(model, masks, data, preset("improved", finetune_between=1), 0, torch.device("cpu"))
+    assert not prune.is_pruned(tuned)
+    for name, mask in masks.items():
+        before, after = model.get_submodule(name).weight, tuned.get_submodule(name).weight
+        assert torch.equal(after[~mask], before[~mask])
+        assert not torch.equal(after[mask], before[mask])
+
+
+def test_one_layer_moves_change_a_single_layer_drawn_by_kept_weights() -> None:
+    model, data = trained_model_and_data()
+    evaluator = MaskEvaluator(LayerGraph(model), data.test.x, data.test.y)
+    state = SearchState(evaluator, Objective(0.1), "global", torch.Generator().manual_seed(0))
+    genome = dict(evaluator.masks)
+    config = preset("improved", joint_moves="one_layer")
+    changed = []
+    for _ in range(200):
+        candidate = propose(state, genome, 0.2, config)
+        changed.append([n for n in genome if not torch.equal(candidate[n], genome[n])])
+    assert all(len(c) == 1 for c in changed)
+    counts = {n: sum(c == [n] for c in changed) for n in genome}
+    largest = max(genome, key=lambda n: genome[n].numel())
+    assert counts[largest] == max(counts.values())
+    every = propose(state, genome, 0.2, preset("improved", joint_moves="all"))
+    assert all(not torch.equal(every[n], genome[n]) for n in genome)

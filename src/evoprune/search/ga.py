@@ -33,8 +33,10 @@ def _crossover(a: Genome, b: Genome, cfg: GAConfig, generator: torch.Generator) 
 
 
 def _mutate(state: SearchState, genome: Genome, rate: float, search: SearchConfig) -> Genome:
-    out: Genome = {}
-    for name, mask in genome.items():
+    changed = [state.pick_layer(genome)] if search.joint_moves == "one_layer" and len(genome) > 1 else list(genome)
+    out: Genome = dict(genome)
+    for name in changed:
+        mask = genome[name]
         if search.ga.mutation == "resample":
             out[name] = resample_mutation(mask, rate, state.generator)
         else:

@@ -1,9 +1,10 @@
 """``search_masks``: one SA or GA mask search from a trained model to a ``SearchResult``.
 
-Order of work: baseline metrics → caps per layer → one phase per layer, front to back (plus a joint phase over all
-layers if configured) → final metrics with a plain full forward → optional fine-tuning with the masks fixed →
-random and magnitude baselines at the same sparsity. The model's weights are never modified (fine-tuning works on
-one copy); it is put on ``device`` and left in the train/eval mode it came in.
+Order of work: baseline metrics → caps per layer → one phase per layer, front to back (plus joint phases over all
+layers if configured), optionally fine-tuning between phases → final metrics with a plain full forward → optional
+fine-tuning with the masks fixed → random and magnitude baselines at the same sparsity, fine-tuned for as many
+epochs in all. The model's weights are never modified (fine-tuning works on copies); it is put on ``device`` and
+left in the train/eval mode it came in.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import copy
 import os
 import platform
 import time
+from dataclasses import replace
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
@@ -87,8 +89,10 @@ def _phases(graph: LayerGraph, config: SearchConfig, algorithm: str, baseline: M
     steps = layer_steps([l.numel for l in layers], per_layer, config.allocation)
     phases = [Phase(l.name, (l.name,), c, n) for l, c, n in zip(layers, constraints, steps)]
     joint = config.sa.joint_iterations if algorithm == "sa" else config.ga.joint_generations
-    if joint > 0:
-        phases.append(Phase("joint", tuple(l.name for l in layers), final, joint))
+    rounds = min(config.joint_rounds, joint)
+    for r in range(rounds if joint > 0 else 0):
+        label = "joint" if rounds == 1 else f"joint {r + 1}"
+        phases.append(Phase(label, tuple(l.name for l in layers), final, joint // rounds + (r < joint % rounds)))
     return phases
 
 
@@ -115,20 +119,56 @@ def _planned_evaluations(phases: Sequence[Phase], config: SearchConfig, algorith
     return sum(config.ga.population + phase.steps * (config.ga.population - config.ga.elite) for phase in phases)
 
 
-def _finetune(model: nn.Module, masks: dict[str, torch.Tensor], data: _Data, config: SearchConfig, seed: int,
-              device: torch.device, progress: bool, label: str) -> tuple[dict[str, dict[str, float]], dict[str, torch.Tensor]]:
-    """Train a copy of ``model`` with ``masks`` fixed (prune hooks zero the masked weights in every forward and
-    their gradients), selecting the epoch on validation; return val/test metrics and the masked weights."""
-    from evoprune.train import TRAIN_PRESETS, evaluate, train
+def _train_masked(model: nn.Module, masks: dict[str, torch.Tensor], data: _Data, config: SearchConfig, epochs: int,
+                  seed: int, device: torch.device, progress: bool, label: str) -> nn.Module:
+    """A copy of ``model`` trained ``epochs`` epochs with ``masks`` fixed through torch prune hooks (masked weights
+    are zero in every forward and get no gradient), the epoch selected on validation."""
+    from evoprune.train import TRAIN_PRESETS, train
 
     tuned = apply_masks(copy.deepcopy(model), masks)
-    train_config = TRAIN_PRESETS["finetune"].with_overrides(epochs=config.finetune_epochs, lr=config.finetune_lr, seed=seed)
+    train_config = TRAIN_PRESETS["finetune"].with_overrides(epochs=epochs, lr=config.finetune_lr, seed=seed)
     train(tuned, data, train_config, device=device, progress=progress, description=f"fine-tune {label}")
+    return tuned.eval()
+
+
+def _finetune(model: nn.Module, masks: dict[str, torch.Tensor], data: _Data, config: SearchConfig, epochs: int,
+              seed: int, device: torch.device, progress: bool, label: str) -> tuple[dict[str, dict[str, float]], dict[str, torch.Tensor]]:
+    """Fine-tune a copy of ``model`` with ``masks`` fixed; return val/test metrics and the weights, masks baked in."""
+    from evoprune.train import evaluate
+
+    tuned = _train_masked(model, masks, data, config, epochs, seed, device, progress, label)
     metrics = {split: evaluate(tuned, getattr(data, split).x, getattr(data, split).y, device=device) for split in ("val", "test")}
     for name in masks:
         prune.remove(tuned.get_submodule(name), "weight")
-    state = {k: v.detach().cpu().clone() for k, v in tuned.state_dict().items()}
-    return {k: {"loss": m.loss, "accuracy": m.accuracy} for k, m in metrics.items()}, state
+    return {k: {"loss": m.loss, "accuracy": m.accuracy} for k, m in metrics.items()}, _cpu_state(tuned)
+
+
+def _adapt(model: nn.Module, masks: dict[str, torch.Tensor], data: _Data, config: SearchConfig, seed: int,
+           device: torch.device) -> nn.Module:
+    """Between phases: a copy of ``model`` fine-tuned with ``masks`` fixed, whose pruned weights keep their values
+    (``weight_orig``: with no gradient and no weight decay they are untouched), so a later restore move brings a
+    weight back as it was rather than as zero."""
+    tuned = _train_masked(model, masks, data, config, config.finetune_between, seed, device, False, "between phases")
+    for name in masks:
+        module = tuned.get_submodule(name)
+        original = module.weight_orig.detach().clone()
+        prune.remove(module, "weight")
+        with torch.no_grad():
+            module.weight.copy_(original)
+    return tuned
+
+
+def _cpu_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+
+
+def _masked_state(model: nn.Module, masks: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``model``'s weights with ``masks`` baked in (pruned weights set to zero)."""
+    state = _cpu_state(model)
+    for name, mask in masks.items():
+        key = f"{name}.weight" if name else "weight"
+        state[key] = state[key] * mask.cpu()
+    return state
 
 
 def resolve_speed_settings(config: SearchConfig, device: torch.device) -> SearchConfig:
@@ -182,45 +222,68 @@ def search_masks(
 
         selection_is_test = cfg.selection_split == "test" and len(splits["selection"][1]) == len(data.test.y)
 
-        def metrics(masks: dict[str, torch.Tensor]) -> dict[str, dict[str, float]]:
-            """Plain full-forward metrics of ``masks`` on the selection and test splits (one pass when they are
-            the same data)."""
-            out = {"selection": _metrics_dict(evaluate_masked(model, masks, *splits["selection"], batch_size=cfg.batch_size))}
+        def metrics(net: nn.Module, masks: dict[str, torch.Tensor]) -> dict[str, dict[str, float]]:
+            """Plain full-forward metrics of ``net`` with ``masks`` on the selection and test splits (one pass when
+            they are the same data)."""
+            out = {"selection": _metrics_dict(evaluate_masked(net, masks, *splits["selection"], batch_size=cfg.batch_size))}
             out["test"] = out["selection"] if selection_is_test else _metrics_dict(
-                evaluate_masked(model, masks, *splits["test"], batch_size=cfg.batch_size))
+                evaluate_masked(net, masks, *splits["test"], batch_size=cfg.batch_size))
             if cfg.selection_split == "val":
                 out["val"] = out["selection"]
             return out
 
-        baseline = metrics({})
+        def make_evaluator(net_graph: LayerGraph) -> MaskEvaluator:
+            return MaskEvaluator(net_graph, *splits["selection"], batch_size=cfg.batch_size,
+                                 population_batch_size=cfg.population_batch_size, population_mode=cfg.population_mode)
+
+        baseline = metrics(model, {})
         base_sel = Metrics(**baseline["selection"])
         phases = _phases(graph, cfg, algorithm, base_sel)
         warnings = [f"phase {p.label}: the unpruned model already breaks its cap ({p.constraint.describe()}; loss "
                     f"{base_sel.loss:.4f}, accuracy {base_sel.accuracy:.4f}), so nothing can be pruned there"
                     for p in phases if p.constraint.violated(base_sel.loss, base_sel.accuracy)]
-        evaluator = MaskEvaluator(graph, *splits["selection"], batch_size=cfg.batch_size,
-                                  population_batch_size=cfg.population_batch_size, population_mode=cfg.population_mode)
+        evaluator = make_evaluator(graph)
+        dense_weights = {name: w.cpu() for name, w in evaluator.weights0.items()}
         state = SearchState(evaluator, Objective(base_sel.loss, cfg.eps, cfg.penalty), cfg.sparsity,
                             torch.Generator().manual_seed(seed), magnitude_bias=cfg.magnitude_bias,
                             early_stop=cfg.early_stop)
+        working = model
+
+        def adapt(phase_index: int) -> dict[str, float]:
+            """Fine-tune between phases and carry on searching on the adapted network."""
+            nonlocal working
+            current = dict(state.evaluator.masks)
+            working = _adapt(working, current, data, cfg, seed + 1000 * (phase_index + 1), dev)
+            state.replace_evaluator(make_evaluator(LayerGraph(working, list(current))))
+            after = metrics(working, current)["selection"]
+            # The loss term now measures change from the adapted network: the one the next phase starts from.
+            state.objective = replace(state.objective, baseline_loss=after["loss"])
+            return after
+
         search_start = time.perf_counter()
-        phase_reports = _run_phases(state, phases, cfg, algorithm, progress, on_record)
+        phase_reports = _run_phases(state, phases, cfg, algorithm, progress, on_record,
+                                    adapt if cfg.finetune_between > 0 else None)
         search_seconds = time.perf_counter() - search_start
+        evaluator = state.evaluator
         masks = {name: mask.detach().cpu().clone() for name, mask in evaluator.masks.items()}
-        final = metrics(masks)
+        final = metrics(working, masks)
         finetuned, state_dict = None, None
         if cfg.finetune_epochs > 0:
-            finetuned, state_dict = _finetune(model, masks, data, cfg, seed, dev, progress, algorithm.upper())
+            finetuned, state_dict = _finetune(working, masks, data, cfg, cfg.finetune_epochs, seed, dev, progress,
+                                              algorithm.upper())
+        elif working is not model:
+            state_dict = _masked_state(working, masks)
+        # The baselines prune the unpruned model once and get as many fine-tuning epochs as the search used in all.
+        finetune_total = cfg.finetune_epochs + cfg.finetune_between * (len(phases) - 1)
         baselines = []
         if cfg.baselines:
-            weights = {name: w.cpu() for name, w in evaluator.weights0.items()}
             generator = torch.Generator().manual_seed(seed + 1)
             for kind in BASELINE_KINDS:
-                bmasks = baseline_masks(kind, weights, masks, generator)
+                bmasks = baseline_masks(kind, dense_weights, masks, generator)
                 row: dict[str, Any] = {"kind": kind, "sparsity_global": mask_sparsity(bmasks, "global"),
-                                       "sparsity_mean_layer": mask_sparsity(bmasks, "mean_layer"), **metrics(bmasks)}
-                if cfg.finetune_epochs > 0:
-                    row["finetuned"], _ = _finetune(model, bmasks, data, cfg, seed, dev, progress, kind)
+                                       "sparsity_mean_layer": mask_sparsity(bmasks, "mean_layer"), **metrics(model, bmasks)}
+                if finetune_total > 0:
+                    row["finetuned"], _ = _finetune(model, bmasks, data, cfg, finetune_total, seed, dev, progress, kind)
                 baselines.append(row)
     finally:
         model.train(was_training)
@@ -236,9 +299,10 @@ def search_masks(
 
 
 def _run_phases(state: SearchState, phases: Sequence[Phase], cfg: SearchConfig, algorithm: str, progress: bool,
-                on_record: Callable[[dict[str, Any]], None] | None) -> list[dict[str, Any]]:
-    """Run every phase with a progress bar; return per-phase timing and end state."""
-    evaluator = state.evaluator
+                on_record: Callable[[dict[str, Any]], None] | None,
+                between: Callable[[int], dict[str, float]] | None = None) -> list[dict[str, Any]]:
+    """Run every phase with a progress bar, calling ``between(index)`` (fine-tuning; it returns the selection
+    metrics after it) after every phase but the last; return per-phase timing and end state."""
     reports = []
     with make_progress(progress) as bar:
         task = bar.add_task(f"{algorithm.upper()} {cfg.preset}", total=_planned_evaluations(phases, cfg, algorithm), status="")
@@ -251,7 +315,8 @@ def _run_phases(state: SearchState, phases: Sequence[Phase], cfg: SearchConfig, 
                 on_record(record)
 
         state.on_record = record_hook
-        for phase in phases:
+        for index, phase in enumerate(phases):
+            evaluator = state.evaluator
             t0, e0, i0 = time.perf_counter(), evaluator.evaluations, evaluator.images
             score = run_sa_phase(state, phase, cfg) if algorithm == "sa" else run_ga_phase(state, phase, cfg)
             seconds, evals = time.perf_counter() - t0, evaluator.evaluations - e0
@@ -262,6 +327,12 @@ def _run_phases(state: SearchState, phases: Sequence[Phase], cfg: SearchConfig, 
                 "images_per_evaluation": (evaluator.images - i0) / max(evals, 1),
                 **{f"end_{k}": v for k, v in score.as_dict().items()},
             })
+            if between is not None and index < len(phases) - 1:
+                bar.update(task, status=f"{phase.label}: fine-tuning {cfg.finetune_between} epoch(s) with the masks fixed")
+                t1 = time.perf_counter()
+                after = between(index)
+                reports[-1].update({"finetune_seconds": time.perf_counter() - t1,
+                                    **{f"finetuned_{k}": v for k, v in after.items()}})
     return reports
 
 

@@ -23,10 +23,14 @@ _SHRINK = _GROW ** -0.25
 _MAX_RATE = 0.5
 
 
-def propose(state: SearchState, genome: Genome, rate: float, restore_ratio: float) -> Genome:
-    """A neighbour of ``genome``: every layer of it perturbed with drop probability ``rate``."""
-    out: Genome = {}
-    for name, mask in genome.items():
+def propose(state: SearchState, genome: Genome, rate: float, search: SearchConfig) -> Genome:
+    """A neighbour of ``genome``: every layer of it (or one, with ``joint_moves='one_layer'``) perturbed with drop
+    probability ``rate``."""
+    restore_ratio = search.restore_ratio
+    changed = [state.pick_layer(genome)] if search.joint_moves == "one_layer" and len(genome) > 1 else list(genome)
+    out: Genome = dict(genome)
+    for name in changed:
+        mask = genome[name]
         quantiles = state.quantiles(name)
         if restore_ratio > 0:
             out[name] = prune_restore(mask, rate, restore_ratio, state.generator, quantiles=quantiles,
@@ -62,7 +66,7 @@ def run_sa_phase(state: SearchState, phase: Phase, search: SearchConfig) -> Scor
         start = min(cfg.calibration_samples, iterations)
         deltas: list[float] = []
         for step in range(start):
-            candidate = propose(state, current, rate0, search.restore_ratio)
+            candidate = propose(state, current, rate0, search)
             score = state.score(candidate, phase.constraint)
             if not score.violated:
                 deltas.append(score.cost - current_score.cost)
@@ -90,7 +94,7 @@ def run_sa_phase(state: SearchState, phase: Phase, search: SearchConfig) -> Scor
             schedule = log_temperature(relative_t0, step - start) if cfg.cooling == "log" else geometric_temperature(
                 relative_t0, step - start, iterations - start, cfg.final_temperature_ratio)
             temperature = schedule * current_score.cost
-        candidate = propose(state, current, rate, search.restore_ratio)
+        candidate = propose(state, current, rate, search)
         score = state.score(candidate, phase.constraint)
         delta = score.cost - current_score.cost
         accepted = not score.violated and (delta < 0 or state.random() < math.exp(-delta / temperature))

@@ -54,9 +54,28 @@ class SearchState:
         # Magnitude ranks are needed only when proposals are biased by them.
         self._quantiles = {n: magnitude_quantiles(w) for n, w in evaluator.weights0.items()} if magnitude_bias > 0 else {}
 
+    def replace_evaluator(self, evaluator: MaskEvaluator) -> None:
+        """Carry on with ``evaluator`` (the same layers of a fine-tuned copy of the network): it takes over the
+        committed masks and the evaluation counts, and magnitude ranks are taken afresh from its weights."""
+        old = self.evaluator
+        for name, mask in old.masks.items():
+            evaluator.set_mask(name, mask)
+        evaluator.evaluations, evaluator.images, evaluator.head_forwards = old.evaluations, old.images, old.head_forwards
+        self.evaluator = evaluator
+        if self._quantiles:
+            self._quantiles = {n: magnitude_quantiles(w) for n, w in evaluator.weights0.items()}
+
     def quantiles(self, name: str) -> torch.Tensor | None:
         """Magnitude ranks of layer ``name``'s weights in [0, 1], or None when proposals are not biased."""
         return self._quantiles.get(name)
+
+    def pick_layer(self, genome: Mapping[str, torch.Tensor]) -> str:
+        """One layer of ``genome``, drawn in proportion to its kept weights (any layer if none are kept)."""
+        names = list(genome)
+        kept = torch.tensor([float(genome[n].sum()) for n in names])
+        if float(kept.sum()) <= 0:
+            kept = torch.ones(len(names))
+        return names[int(torch.multinomial(kept, 1, generator=self.generator))]
 
     def random(self) -> float:
         """One uniform draw in [0, 1) from the run's generator."""
