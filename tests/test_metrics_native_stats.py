@@ -134,3 +134,35 @@ def test_score_layers_is_the_same_on_both_backends(monkeypatch):
     second = score_layers(model, "eq3", x, y, batch_size=16)
     for k in first:
         torch.testing.assert_close(first[k], second[k], rtol=1e-12, atol=0)
+
+
+@needs_native
+def test_channel_ranges_over_threads_give_the_same_sums(monkeypatch):
+    x, y = _layer(24, np.float32, seed=4, n=64, c=9)
+    f, lab = torch.from_numpy(x), torch.from_numpy(y)
+    one = ClassStats.from_features(f, lab, batch_size=32)
+    monkeypatch.setattr(stats_mod, "PARALLEL_MIN_ELEMENTS", 1)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(3)  # 9 channels in ranges of 3
+        split = ClassStats.from_features(f, lab, batch_size=32)
+    finally:
+        torch.set_num_threads(threads)
+    torch.testing.assert_close(split.pos_sum, one.pos_sum, rtol=0, atol=0)
+    torch.testing.assert_close(split.sq_sum, one.sq_sum, rtol=0, atol=0)
+
+
+def test_repeated_subtrees_survive_the_release_of_temporaries():
+    """The moment evaluator drops a value after its last use; shared subtrees must still be there."""
+    from evoprune.expr import evaluate, parse
+
+    feats, y, _ = _random_layer(8, d=12)
+    f, lab = torch.from_numpy(feats), torch.from_numpy(y)
+    stats = ClassStats.from_features(f, lab)
+    for formula in ("add(mul(mX, var(P)), mul(mX, var(P)))",
+                    "div(pow2(sub(mX, var(Q))), rho5(add(pow2(sub(mX, var(Q))), var(P))))",
+                    "add(sum(mul(mP, mP)), mul(sum(mul(mP, mP)), g_mean(mQ)))"):
+        tree = parse(formula)
+        torch.testing.assert_close(evaluate(tree, stats=stats),
+                                   evaluate(tree, features=f, labels=lab, strategy="materialised"),
+                                   rtol=1e-9, atol=1e-12)

@@ -122,12 +122,34 @@ class _LazyEnv(dict):
 
 
 class _Evaluator:
-    def __init__(self, shapes: dict[Node, Shape], env: dict[str, object], dtype, device) -> None:
+    """Evaluates a tree bottom-up, computing each distinct subtree once.
+
+    With ``release``, a subtree's value is dropped from the memo after its last use, so a wide layer holds
+    two or three ``[C, L, D]`` temporaries instead of one per node (fresh memory costs page faults).
+    """
+
+    def __init__(self, shapes: dict[Node, Shape], env: dict[str, object], dtype, device, *,
+                 release: bool = False) -> None:
         self.shapes = shapes
         self.env = env
         self.dtype = dtype
         self.device = device
         self.memo: dict[Node, object] = {}
+        self.uses: dict[Node, int] | None = None
+        if release:  # parent references per distinct subtree (each distinct parent is computed once)
+            self.uses = {}
+            for parent in shapes:
+                if isinstance(parent, Call):
+                    for a in parent.args:
+                        self.uses[a] = self.uses.get(a, 0) + 1
+
+    def _used(self, args: tuple[Node, ...]) -> None:
+        if self.uses is None:
+            return
+        for a in args:
+            self.uses[a] -= 1
+            if self.uses[a] == 0:
+                self.memo.pop(a, None)
 
     def value(self, node: Node) -> object:
         hit = self.memo.get(node)
@@ -143,10 +165,13 @@ class _Evaluator:
                 if isinstance(arg, _Moments):
                     out = arg.reduce(node.op)
                     self.memo[node] = out
+                    self._used(node.args)
                     return out
             args = [self.value(a) for a in node.args]
             spec = PRIMITIVES[node.op]
             out = spec.apply(args, [self.shapes[a] for a in node.args], self.shapes[node])
+            del args
+            self._used(node.args)
         self.memo[node] = out
         return out
 
@@ -220,8 +245,10 @@ def _evaluate_moments(tree, shapes, info: TreeInfo, env, stats: ClassStats, dtyp
     st = stats.present()
     d = st.positions
     cnt = st.count.to(dtype)[None, :]  # [1, L]
-    s1 = st.pos_sum.sum(-1).T.to(dtype)  # [C, L]
-    s2 = st.sq_sum.T.to(dtype)
+    # [C, L], contiguous: a transposed view would give every [C, L, D] result a layout that mixes badly
+    # with the mean maps (strided element-wise loops, several times slower on wide layers)
+    s1 = st.pos_sum.sum(-1).T.to(dtype).contiguous()
+    s2 = st.sq_sum.T.to(dtype).contiguous()
     pos = st.pos_sum.permute(1, 0, 2).to(dtype)  # [C, L, D] (a view for float64)
     xm = _Moments(cnt.sum(1, keepdim=True), s1.sum(1, keepdim=True), s2.sum(1, keepdim=True), d,
                   lambda: pos.sum(1, keepdim=True))
@@ -231,7 +258,7 @@ def _evaluate_moments(tree, shapes, info: TreeInfo, env, stats: ClassStats, dtyp
         qm = _Moments(xm.n - cnt, xm.s1 - s1, xm.s2 - s2, d, lambda: xm.pos - pos)
         factories.update(P=lambda: pm, Q=lambda: qm, N=lambda: cnt, mP=lambda: pm.reduce("mean"),
                          mQ=lambda: qm.reduce("mean"))
-    ev = _Evaluator(shapes, _LazyEnv(env, factories), dtype, st.count.device)
+    ev = _Evaluator(shapes, _LazyEnv(env, factories), dtype, st.count.device, release=True)
     out = ev.value(tree)
     if isinstance(out, _Moments):  # impossible for a typed tree: a bare P/Q/X is "needs_features"
         raise FormulaError("internal: a moment view reached the root")

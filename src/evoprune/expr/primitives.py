@@ -59,7 +59,8 @@ def _flat(t: Tensor, shape: Shape) -> Tensor:
 
 
 def _safe_div(a: Tensor, b: Tensor) -> Tensor:
-    return torch.where(b == 0, torch.zeros((), dtype=a.dtype, device=a.device), a / b)
+    q = a / b
+    return q.masked_fill_(b == 0, 0.0)  # in place: no second result-sized tensor
 
 
 # ---------------------------------------------------------------- typing rules
