@@ -166,3 +166,27 @@ def test_repeated_subtrees_survive_the_release_of_temporaries():
         torch.testing.assert_close(evaluate(tree, stats=stats),
                                    evaluate(tree, features=f, labels=lab, strategy="materialised"),
                                    rtol=1e-9, atol=1e-12)
+
+
+def test_channel_blocks_of_the_moment_evaluator_change_nothing(monkeypatch):
+    """Random typed trees (weights included, W spans all channels) per channel block vs all at once."""
+    import random
+
+    from deap import gp
+
+    import evoprune.expr.interpreter as interpreter
+    from evoprune.expr import analyse, build_primitive_set, evaluate, from_deap
+
+    random.seed(3)
+    pset = build_primitive_set()
+    feats, y, w = _random_layer(9, c=5, d=6)
+    stats = ClassStats.from_features(torch.from_numpy(feats), torch.from_numpy(y))
+    wt = torch.from_numpy(w)
+    trees = [t for t in (from_deap(gp.genHalfAndHalf(pset, min_=1, max_=5)) for _ in range(200))
+             if analyse(t).uses_maps and not analyse(t).needs_features]
+    assert len(trees) > 30
+    whole = [evaluate(t, stats=stats, weight=wt) for t in trees]
+    monkeypatch.setattr(interpreter, "BLOCK_ELEMENTS", 1)  # one channel per block
+    for t, expected in zip(trees, whole):
+        torch.testing.assert_close(evaluate(t, stats=stats, weight=wt), expected, rtol=1e-12, atol=0,
+                                   equal_nan=True)

@@ -75,6 +75,9 @@ def _analyse(tree: Node, shapes: dict[Node, Shape]) -> TreeInfo:
     )
 
 
+BLOCK_ELEMENTS = 1 << 16  # float64 elements of a [channels, classes, D] value per evaluation block (512 KiB)
+
+
 def sanitize_scores(scores: Tensor) -> Tensor:
     """Map NaN and ±inf to −inf, so a non-finite channel is never ranked ahead of a finite one."""
     return torch.where(torch.isfinite(scores), scores, torch.full_like(scores, float("-inf")))
@@ -243,13 +246,26 @@ def evaluate(
 
 def _evaluate_moments(tree, shapes, info: TreeInfo, env, stats: ClassStats, dtype, c: int) -> Tensor:
     st = stats.present()
-    d = st.positions
+    d, classes = st.positions, st.count.shape[0]
     cnt = st.count.to(dtype)[None, :]  # [1, L]
     # [C, L], contiguous: a transposed view would give every [C, L, D] result a layout that mixes badly
     # with the mean maps (strided element-wise loops, several times slower on wide layers)
     s1 = st.pos_sum.sum(-1).T.to(dtype).contiguous()
     s2 = st.sq_sum.T.to(dtype).contiguous()
     pos = st.pos_sum.permute(1, 0, 2).to(dtype)  # [C, L, D] (a view for float64)
+    # Channels are scored independently (only W spans them all): evaluate a block of channels at a time so
+    # that a [channels, L, D] temporary stays near BLOCK_ELEMENTS (cache-sized, and reused by the allocator
+    # instead of fresh pages for every node).
+    step = max(1, BLOCK_ELEMENTS // (classes * d))
+    out = []
+    for c0 in range(0, c, step):
+        sl = slice(c0, min(c, c0 + step))
+        env_b = dict(env, WI=env["WI"][sl]) if "WI" in env else env
+        out.append(_moments_block(tree, shapes, info, env_b, cnt, s1[sl], s2[sl], pos[sl], d, sl.stop - c0))
+    return out[0] if len(out) == 1 else torch.cat(out)
+
+
+def _moments_block(tree, shapes, info: TreeInfo, env, cnt, s1, s2, pos, d: int, c: int) -> Tensor:
     xm = _Moments(cnt.sum(1, keepdim=True), s1.sum(1, keepdim=True), s2.sum(1, keepdim=True), d,
                   lambda: pos.sum(1, keepdim=True))
     factories: dict[str, Callable[[], object]] = {"X": lambda: xm, "mX": lambda: xm.reduce("mean")}
@@ -258,13 +274,13 @@ def _evaluate_moments(tree, shapes, info: TreeInfo, env, stats: ClassStats, dtyp
         qm = _Moments(xm.n - cnt, xm.s1 - s1, xm.s2 - s2, d, lambda: xm.pos - pos)
         factories.update(P=lambda: pm, Q=lambda: qm, N=lambda: cnt, mP=lambda: pm.reduce("mean"),
                          mQ=lambda: qm.reduce("mean"))
-    ev = _Evaluator(shapes, _LazyEnv(env, factories), dtype, st.count.device, release=True)
+    ev = _Evaluator(shapes, _LazyEnv(env, factories), cnt.dtype, cnt.device, release=True)
     out = ev.value(tree)
     if isinstance(out, _Moments):  # impossible for a typed tree: a bare P/Q/X is "needs_features"
         raise FormulaError("internal: a moment view reached the root")
     per_class = _reduce(out, info.shape)
     if info.label_aware:  # a value may have lost its class axis (e.g. num(mP)): it still counts per class
-        per_class = per_class.expand(per_class.shape[0], st.count.shape[0])
+        per_class = per_class.expand(per_class.shape[0], cnt.shape[1])
     return per_class.sum(1).expand(c).clone()
 
 
