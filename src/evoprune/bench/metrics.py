@@ -17,6 +17,7 @@ Every finished run is written to the results JSON at once, so a killed run resum
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -60,7 +61,7 @@ def load_data(settings: MetricsBenchSettings, seed: int) -> DatasetSplits:
 
 
 def baseline(settings: MetricsBenchSettings, key: str, seed: int, data: DatasetSplits, cache: Path, *,
-             progress: bool, log: Any) -> tuple[torch.nn.Module, dict[str, Any]]:
+             progress: bool, log: Callable[[str], None]) -> tuple[torch.nn.Module, dict[str, Any]]:
     """The trained baseline of ``key`` for ``seed``: from the checkpoint cache, else trained and cached."""
     arch, extra = MODELS[key]
     extra = {**extra, "width": settings.vgg_width} if arch == "vgg" else dict(extra)
