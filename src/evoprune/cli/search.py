@@ -46,7 +46,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     g.add_argument("--sparsity", choices=["mean_layer", "global"], default=None, help="sparsity in the cost")
     g.add_argument("--restore-ratio", type=float, default=None, help="restored weights per pruned weight in a move")
     g.add_argument("--magnitude-bias", type=float, default=None, help="0..1: bias proposals toward small weights (default 0)")
-    g.add_argument("--finetune-epochs", type=int, default=None, help="fine-tune with the masks fixed (also the baselines)")
+    g.add_argument("--finetune-epochs", type=int, default=None, help="fine-tune the result with the masks fixed (also the baselines)")
+    g.add_argument("--finetune-between", type=int, default=None,
+                   help="epochs of fine-tuning after every phase but the last (iterative pruning; 0: none)")
+    g.add_argument("--joint-rounds", type=int, default=None, help="split the joint pass into this many phases")
+    g.add_argument("--finetune-lr", type=float, default=None, help="learning rate of every fine-tune (Adam)")
     g.add_argument("--eval-size", type=int, default=None, help="images of the selection split per evaluation (default all)")
     g.add_argument("--batch-size", type=int, default=None, help="images per forward chunk")
     g.add_argument("--no-baselines", action="store_true", help="skip random/magnitude pruning at the same sparsity")
@@ -65,7 +69,8 @@ def _config(args: argparse.Namespace) -> Any:
         args.preset, sa=sa or None, ga=ga or None, mutation_rate=args.mutation_rate, budget=args.budget,
         budget_metric=args.budget_metric, warmup=args.warmup, cap_reference_loss=args.cap_reference_loss,
         sparsity=args.sparsity, restore_ratio=args.restore_ratio, magnitude_bias=args.magnitude_bias,
-        finetune_epochs=args.finetune_epochs, eval_size=args.eval_size, batch_size=args.batch_size,
+        finetune_epochs=args.finetune_epochs, finetune_between=args.finetune_between, joint_rounds=args.joint_rounds,
+        finetune_lr=args.finetune_lr, eval_size=args.eval_size, batch_size=args.batch_size,
         baselines=False if args.no_baselines else None,
     )
 
