@@ -17,7 +17,8 @@ TINY = DemoConfig(
     train_epochs=1,
     finetune_epochs=1,
     scoring_samples=100,
-    search={"sa": {"iterations": 8, "joint_iterations": 3}, "ga": {"generations": 2, "joint_generations": 1, "population": 4},
+    search={"sa": {"iterations": 8, "joint_iterations": 3},
+            "ga": {"generations": 2, "joint_generations": 1, "population": 4},
             "joint_rounds": 1, "finetune_between": 0, "finetune_epochs": 0},
     evolve_overrides={
         "evaluation.executor": "serial",
@@ -76,6 +77,7 @@ def test_report_embeds_existing_pngs_and_the_formula(demo: tuple[object, Path, l
 def test_each_step_writes_its_own_folder(demo: tuple[object, Path, list[str]]) -> None:
     _, out, lines = demo
     assert (out / "train" / "lenet5-mnist5k.pt").is_file()
+    assert json.loads((out / "train" / "lenet5-mnist5k.json").read_text())["epochs"] == 1
     for metric in ("eq3", "WL1", "random"):
         saved = json.loads((out / "prune" / f"lenet5-{metric}.json").read_text())
         assert len(saved["steps"]) == 3 and (out / "prune" / f"lenet5-{metric}.pt").is_file()

@@ -94,7 +94,8 @@ def run_demo(
     def announce(text: str) -> None:
         log(f"[{next(step_no)}/{n_steps}] {text}")
 
-    announce("training LeNet-5 on MNIST-5k (lenet5 preset" + (f", {config.train_epochs} epoch(s))" if config.train_epochs else ")"))
+    epochs = f", {config.train_epochs} epoch(s)" if config.train_epochs else ""
+    announce(f"training LeNet-5 on MNIST-5k (lenet5 preset{epochs})")
     trained = train_step(config, out, seed=seed, device=device, progress=progress)
     log(f"      val acc {trained.val_accuracy:.4f}, test acc {trained.test_accuracy:.4f}, {trained.macs:,} MACs "
         f"({trained.seconds:.0f} s)")

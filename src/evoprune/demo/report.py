@@ -39,8 +39,9 @@ def summary_rows(trained: Trained, pruned: Sequence[Pruned], searched: Sequence[
                                r.macs_kept, r.params_kept, p.seconds))
     for s in searched:
         r = s.result
-        rows.append(SummaryRow(f"mask search {s.algorithm.upper()}", r.final.get("val", r.final["selection"])["accuracy"],
-                               r.reported["accuracy"], None, None, 1.0 - r.sparsity["global"], s.seconds))
+        val = (r.finetuned or r.final).get("val", r.final["selection"])["accuracy"]
+        rows.append(SummaryRow(f"mask search {s.algorithm.upper()}", val, r.reported["accuracy"], None, None,
+                               1.0 - r.sparsity["global"], s.seconds))
     rows.append(SummaryRow(f"evolve {evolution.config.name}", evolution.best.fitness, None, None, None, None,
                            evolve_seconds))
     return rows
@@ -50,7 +51,9 @@ def _cells(row: SummaryRow) -> list[str]:
     def acc(v: float | None) -> str:
         return "—" if v is None else f"{v:.4f}"
 
-    macs = "—" if row.macs is None else f"{row.macs:,}" + ("" if row.macs_kept in (None, 1.0) else f" ({row.macs_kept:.1%})")
+    macs = "—" if row.macs is None else f"{row.macs:,}"
+    if row.macs_kept not in (None, 1.0):
+        macs += f" ({row.macs_kept:.1%})"
     kept = "—" if row.weights_kept is None else f"{row.weights_kept:.1%}"
     return [row.step, acc(row.val_accuracy), acc(row.test_accuracy), macs, kept, f"{row.seconds:.0f}"]
 
@@ -135,7 +138,8 @@ def _search_section(searched: Sequence[Searched], out: Path) -> list[str]:
     baselines = [[s.algorithm.upper(), b["kind"], f"{b['sparsity_global']:.4f}",
                   f"{b.get('finetuned', b)['test']['accuracy']:.4f}"] for s in searched for b in s.result.baselines]
     if baselines:
-        lines += ["Random and magnitude masks at the same sparsity as each search (fine-tuned as its masks are, if at all):", "",
+        lines += ["Random and magnitude masks at the same sparsity as each search (fine-tuned as its masks are, if "
+                  "at all):", "",
                   *_md_table(("search", "baseline mask", "sparsity (global)", "test acc"), baselines, right_from=2)]
     return lines
 

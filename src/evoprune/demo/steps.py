@@ -64,7 +64,8 @@ class Searched:
 
 
 def train_step(config: DemoConfig, out: Path, *, seed: int, device: str, progress: bool) -> Trained:
-    """Train the paper's LeNet-5 on MNIST-5k with the ``lenet5`` preset; save ``train/lenet5-mnist5k.pt``."""
+    """Train the paper's LeNet-5 on MNIST-5k with the ``lenet5`` preset; save ``train/lenet5-mnist5k.pt`` and a
+    summary JSON beside it."""
     from evoprune.checkpoint import save_checkpoint
     from evoprune.data import load_dataset
     from evoprune.models import build_model
@@ -86,8 +87,14 @@ def train_step(config: DemoConfig, out: Path, *, seed: int, device: str, progres
         "dataset": DATASET, "seed": seed, "normalize": False, "train_config": train_config.to_dict(),
         "best_epoch": result.best_epoch, "val_accuracy": result.best_val_accuracy, "test_accuracy": test.accuracy,
     })
+    seconds = time.perf_counter() - start
+    checkpoint.with_suffix(".json").write_text(json.dumps({
+        "model": MODEL, "data": DATASET, "seed": seed, "val_accuracy": result.best_val_accuracy,
+        "test_accuracy": test.accuracy, "test_loss": test.loss, "macs": macs, "params": params,
+        "best_epoch": result.best_epoch, "epochs": train_config.epochs, "seconds": seconds,
+        "checkpoint": str(checkpoint)}, indent=2) + "\n")
     return Trained(model, data, arch_kwargs, result.best_val_accuracy, test.accuracy, macs, params,
-                   train_config.epochs, result.best_epoch, checkpoint, time.perf_counter() - start)
+                   train_config.epochs, result.best_epoch, checkpoint, seconds)
 
 
 def prune_step(trained: Trained, metric: str, config: DemoConfig, out: Path, *, seed: int, device: str,
