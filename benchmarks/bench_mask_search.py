@@ -3,7 +3,8 @@ and the improved mode against the seed mode and against random/magnitude pruning
 
     .venv/bin/python benchmarks/bench_mask_search.py --speed            # Fashion-MNIST, 10k test images per evaluation
     .venv/bin/python benchmarks/bench_mask_search.py --reproduce [--mnist-dir DIR]
-    .venv/bin/python benchmarks/bench_mask_search.py --quality --seeds 0 1 2
+    .venv/bin/python benchmarks/bench_mask_search.py --quality --seeds 0 1 2   # MNIST-5k: improved vs seed
+    .venv/bin/python benchmarks/bench_mask_search.py --fashion          # magnitude-biased search + fine-tune
     .venv/bin/python benchmarks/bench_mask_search.py --tiny             # smoke test of all three (runs/bench_mask_search/tiny)
 
 Each part merges its section into benchmarks/results/mask_search.json and rewrites mask_search.md. Baseline models
@@ -26,6 +27,8 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import RESULTS, gemm_gmacs, machine, median_seconds  # noqa: E402  (benchmarks/ helper)
 
+from evoprune.bench.search import FASHION_RECIPE, MNIST5K_RECIPE, PRESETS, TINY  # noqa: E402
+from evoprune.bench.search_report import render_against_baselines, render_comparison, summarise_run  # noqa: E402
 from evoprune.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
 from evoprune.data import load_dataset  # noqa: E402
 from evoprune.models import build_model  # noqa: E402
@@ -52,9 +55,9 @@ SEED_BASELINE_LOSS = 0.0895
 # Adam with cosine decay and ±2 px shifts for 150 epochs reaches the seed's regime (seed 0: 97.0% test accuracy,
 # test loss 0.094, against the seed's 97.2% / 0.0895), which is what the absolute loss caps assume.
 RECIPES: dict[str, TrainConfig] = {
-    "mnist5k": TrainConfig(epochs=150, optimizer="adam", lr=3e-3, schedule="cosine", augment="shift", batch_size=128),
+    "mnist5k": MNIST5K_RECIPE,
     "mnist": TrainConfig(epochs=50, optimizer="sgd", lr=0.1, batch_size=128, keep_best=False),  # the seed's recipe
-    "fashion": TrainConfig(epochs=30, optimizer="adam", lr=2e-3, schedule="cosine", batch_size=128),
+    "fashion": FASHION_RECIPE,
 }
 
 
@@ -98,18 +101,6 @@ def tail_macs(model: nn.Module, graph: LayerGraph, image: torch.Tensor) -> dict[
     return {name: sum(per_layer[n] for n in names[i:]) for i, name in enumerate(names)}
 
 
-def summarize(result: Any) -> dict[str, Any]:
-    d = result.to_dict()
-    keep = ("algorithm", "preset", "seed", "accuracy", "loss", "sparsity", "trade_off_global", "trade_off_mean_layer",
-            "evaluations", "search_seconds", "wall_time_s", "baseline", "final", "finetuned", "baselines", "warnings")
-    out = {k: d[k] for k in keep}
-    out["layers"] = [{k: row[k] for k in ("layer", "size", "pruned", "sparsity", "limit", "evaluations", "ms_per_evaluation")}
-                     for row in d["layers"]]
-    out["phases"] = [{k: p[k] for k in ("phase", "limit", "evaluations", "seconds", "ms_per_evaluation", "end_sparsity",
-                                        "end_accuracy", "finetuned_accuracy") if k in p} for p in d["phases"]]
-    return out
-
-
 # ---------------------------------------------------------------------------------------------------- speed
 def speed(args: argparse.Namespace) -> dict[str, Any]:
     dataset = "mnist5k" if args.tiny else args.speed_data
@@ -151,7 +142,7 @@ def speed(args: argparse.Namespace) -> dict[str, Any]:
     runs = {}
     for algorithm in ("sa", "ga"):
         result = search_masks(model, _Splits(data, x, y), algorithm=algorithm, config=config, device="cpu", seed=0)
-        runs[algorithm] = summarize(result)
+        runs[algorithm] = summarise_run(result, result.config.preset)
     return {"dataset": dataset, "images_per_evaluation": len(y), "batch_size": batch, "baseline": meta,
             "gemm_gmacs": gmacs, "layers": per_layer, "runs": runs, "machine": machine()}
 
@@ -178,7 +169,7 @@ def reproduce(args: argparse.Namespace) -> dict[str, Any]:
         for algorithm in ("sa", "ga"):
             result = search_masks(model, data, algorithm=algorithm, config=config, device="cpu", seed=0)
             write_run(result, CACHE / f"reproduce-{dataset}-{algorithm}")
-            runs[algorithm] = summarize(result)
+            runs[algorithm] = summarise_run(result, result.config.preset)
             histories[algorithm], layers[algorithm] = result.history, result.layers
         args.out.mkdir(parents=True, exist_ok=True)
         plot_history(histories, args.out / f"{NAME}_{dataset}_history.png")
@@ -188,18 +179,13 @@ def reproduce(args: argparse.Namespace) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------------------------------- quality
-# The improved preset with its fine-tuning switched off and one joint pass: what the search alone contributes.
-SEARCH_ONLY = {"finetune_between": 0, "finetune_epochs": 0, "joint_rounds": 1, "baselines": False}
-
-
 def quality(args: argparse.Namespace) -> dict[str, Any]:
     seeds = args.seeds if not args.tiny else [0]
-    tiny = {"sa": {"iterations": 10, "joint_iterations": 4}, "ga": {"generations": 2, "joint_generations": 2},
-            "joint_rounds": 2, "finetune_between": 1, "finetune_epochs": 1} if args.tiny else {}
+    tiny = TINY if args.tiny else {}
     data = load_dataset("mnist5k", seed=0)
     model, meta = baseline("mnist5k", data, epochs=2 if args.tiny else None, tag="-tiny" if args.tiny else "")
     rows: list[dict[str, Any]] = []
-    variants = {"seed": ("seed", {}), "improved": ("improved", {}), "improved, search only": ("improved", SEARCH_ONLY)}
+    variants = PRESETS["mnist5k"].variants
     for seed in seeds:
         for label, (name, overrides) in variants.items():
             seed_tiny = {"sa": {"iterations": 10}, "ga": {"generations": 2}} if args.tiny else {}
@@ -207,31 +193,29 @@ def quality(args: argparse.Namespace) -> dict[str, Any]:
             for algorithm in ("sa", "ga"):
                 print(f"quality: {label} {algorithm} seed {seed}", flush=True)
                 result = search_masks(model, data, algorithm=algorithm, config=config, device="cpu", seed=seed)
-                rows.append({**summarize(result), "variant": label})
-    fashion: dict[str, Any] | None = None
-    if not args.no_fashion:
-        fdata = load_dataset("mnist5k" if args.tiny else "fashion", seed=0)
-        fmodel, fmeta = baseline("mnist5k" if args.tiny else "fashion", fdata, epochs=2 if args.tiny else None,
-                                 tag="-tiny" if args.tiny else "")
-        fashion_overrides = {"magnitude_bias": 1.0, "budget": args.fashion_budget}
-        if args.finetune_epochs is not None:
-            fashion_overrides["finetune_epochs"] = args.finetune_epochs
-        config = preset("improved", **{**tiny, **fashion_overrides})
-        print(f"quality: fashion {args.fashion_algorithm}", flush=True)
-        result = search_masks(fmodel, fdata, algorithm=args.fashion_algorithm, config=config, device="cpu", seed=0)
-        fashion = {"baseline": fmeta, "run": summarize(result)}
-    return {"mnist5k_baseline": meta, "rows": rows, "fashion": fashion}
+                rows.append(summarise_run(result, label))
+    return {"mnist5k_baseline": meta, "rows": rows}
+
+
+def fashion(args: argparse.Namespace) -> dict[str, Any]:
+    """Fashion-MNIST: the improved search with magnitude-biased moves and its fine-tuning, against baselines."""
+    tiny = TINY if args.tiny else {}
+    fdata = load_dataset("mnist5k" if args.tiny else "fashion", seed=0)
+    fmodel, fmeta = baseline("mnist5k" if args.tiny else "fashion", fdata, epochs=2 if args.tiny else None,
+                             tag="-tiny" if args.tiny else "")
+    (variant, (name, overrides)), = PRESETS["fashion"].variants.items()
+    overrides = {**overrides, "budget": args.fashion_budget}
+    if args.finetune_epochs is not None:
+        overrides["finetune_epochs"] = args.finetune_epochs
+    config = preset(name, **{**tiny, **overrides})
+    result = search_masks(fmodel, fdata, algorithm=args.fashion_algorithm, config=config, device="cpu", seed=0,
+                          progress=True)
+    return {"baseline": fmeta, "run": summarise_run(result, variant)}
 
 
 # ---------------------------------------------------------------------------------------------------- report
 def _pct(v: float | None) -> str:
     return "–" if v is None else f"{100 * v:.2f}"
-
-
-def _mean_std(values: list[float]) -> str:
-    if len(values) == 1:
-        return f"{values[0]:.4f}"
-    return f"{statistics.mean(values):.4f} ± {statistics.stdev(values):.4f}"
 
 
 def markdown(payload: dict[str, Any]) -> str:
@@ -278,65 +262,10 @@ def markdown(payload: dict[str, Any]) -> str:
             lines.append("")
     q = payload.get("quality")
     if q:
-        lines += ["## Improved vs seed mode (MNIST-5k, test reported once, about the same number of evaluations)", "",
-                  "Trade-off = sparsity × test accuracy / baseline test accuracy. *improved* fine-tunes (3 epochs, "
-                  "masks fixed) between its phases and at the end; *improved, search only* is the same preset without "
-                  "any fine-tuning and with one joint pass.", "",
-                  "| mode | algorithm | seeds | evaluations | test acc % | sparsity global | trade-off global | trade-off mean-layer |",
-                  "|---|---|---|---|---|---|---|---|"]
-        groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
-        for row in q["rows"]:
-            groups.setdefault((row.get("variant", row["preset"]), row["algorithm"]), []).append(row)
-        for (mode, alg), rows in groups.items():
-            lines.append(f"| {mode} | {alg.upper()} | {', '.join(str(r['seed']) for r in rows)} | "
-                         f"{statistics.mean(r['evaluations'] for r in rows):.0f} | "
-                         f"{_mean_std([100 * r['accuracy'] for r in rows])} | {_mean_std([r['sparsity']['global'] for r in rows])} | "
-                         f"{_mean_std([r['trade_off_global'] for r in rows])} | {_mean_std([r['trade_off_mean_layer'] for r in rows])} |")
-        for alg in ("sa", "ga"):
-            seed_rows = groups.get(("seed", alg), [])
-            for variant in ("improved", "improved, search only"):
-                imp_rows = groups.get((variant, alg), [])
-                if seed_rows and imp_rows:
-                    ratios = []
-                    for kind in ("global", "mean_layer"):
-                        ratio = statistics.mean(r[f"trade_off_{kind}"] for r in imp_rows) / max(
-                            statistics.mean(r[f"trade_off_{kind}"] for r in seed_rows), 1e-12)
-                        ratios.append(f"{ratio:.2f}× ({kind.replace('_', '-')} sparsity)")
-                    lines.append(f"\n{alg.upper()}: {variant} / seed trade-off = **{ratios[0]}**, {ratios[1]}")
-        baseline_rows = [(r["algorithm"], b) for r in q["rows"] if r.get("variant") == "improved" for b in r["baselines"]]
-        if baseline_rows:
-            lines += ["", "Baselines at the sparsity of each improved run, pruned once from the unpruned network and "
-                      "fine-tuned for as many epochs as that run used in all (mean over the same seeds):", "",
-                      "| at the sparsity of | baseline | sparsity global | test acc % before fine-tune | after | trade-off global |",
-                      "|---|---|---|---|---|---|"]
-            base_acc = statistics.mean(r["baseline"]["test"]["accuracy"] for r in q["rows"])
-            by: dict[tuple[str, str], list[dict[str, Any]]] = {}
-            for alg, b in baseline_rows:
-                by.setdefault((alg, b["kind"]), []).append(b)
-            for (alg, kind), bs in by.items():
-                after = [b.get("finetuned", b)["test"]["accuracy"] for b in bs]
-                trade = [b["sparsity_global"] * a / base_acc for b, a in zip(bs, after)]
-                lines.append(f"| improved {alg.upper()} | {kind} | {_mean_std([b['sparsity_global'] for b in bs])} | "
-                             f"{_mean_std([100 * b['test']['accuracy'] for b in bs])} | {_mean_std([100 * a for a in after])} | "
-                             f"{_mean_std(trade)} |")
-        lines.append("")
-        f = q.get("fashion")
-        if f:
-            r = f["run"]
-            base = r["baseline"]["test"]["accuracy"]
-            lines += ["## Magnitude-biased improved search + fine-tune, with baselines at the same sparsity", "",
-                      f"Baseline test accuracy {_pct(base)}%. The search fine-tunes between its phases and at the end; "
-                      "each baseline prunes the unpruned network once and is fine-tuned for as many epochs in all.", "",
-                      "| method | global sparsity | test acc % before fine-tune | test acc % after | drop (points) |",
-                      "|---|---|---|---|---|"]
-            after = (r["finetuned"] or r["final"])["test"]["accuracy"]
-            lines.append(f"| search ({r['algorithm'].upper()}, improved, magnitude bias) | {r['sparsity']['global']:.4f} | "
-                         f"{_pct(r['final']['test']['accuracy'])} | {_pct(after)} | {100 * (base - after):.2f} |")
-            for b in r["baselines"]:
-                tuned = b.get("finetuned", b)["test"]["accuracy"]
-                lines.append(f"| {b['kind']} | {b['sparsity_global']:.4f} | {_pct(b['test']['accuracy'])} | {_pct(tuned)} | "
-                             f"{100 * (base - tuned):.2f} |")
-            lines.append("")
+        lines += render_comparison(q["rows"], "MNIST-5k")
+    f = payload.get("fashion") or (q or {}).get("fashion")
+    if f:
+        lines += render_against_baselines(f["run"], "Fashion-MNIST")
     return "\n".join(lines)
 
 
@@ -349,18 +278,19 @@ def main() -> None:
     parser.add_argument("--speed-data", default="fashion")
     parser.add_argument("--mnist-dir", default=None, help="folder of the full MNIST IDX files (adds the full-MNIST run)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--no-fashion", action="store_true", help="quality: skip the Fashion-MNIST magnitude/fine-tune run")
+    parser.add_argument("--fashion", action="store_true", help="Fashion-MNIST: magnitude-biased improved search + fine-tune vs baselines")
     parser.add_argument("--fashion-algorithm", choices=["sa", "ga"], default="sa")
-    parser.add_argument("--fashion-budget", type=float, default=0.01)
+    parser.add_argument("--fashion-budget", type=float, default=PRESETS["fashion"].variants["improved, magnitude-biased"][1]["budget"])
     parser.add_argument("--finetune-epochs", type=int, default=None, help="quality, Fashion run: final fine-tune epochs (default: the preset's)")
     parser.add_argument("--batch-size", type=int, default=None)
     parser.add_argument("--threads", type=int, default=None)
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    parts = [p for p in ("speed", "reproduce", "quality") if getattr(args, p)] or (["speed", "reproduce", "quality"] if args.tiny else [])
+    all_parts = ("speed", "reproduce", "quality", "fashion")
+    parts = [p for p in all_parts if getattr(args, p)] or (list(all_parts) if args.tiny else [])
     if not parts:
-        parser.error("choose --speed, --reproduce and/or --quality (or --tiny)")
+        parser.error("choose --speed, --reproduce, --quality and/or --fashion (or --tiny)")
     args.out = CACHE / "tiny" if args.tiny else RESULTS  # smoke runs never overwrite the real results
     path = args.out / f"{NAME}.json"
     payload = json.loads(path.read_text()) if path.exists() else {}

@@ -21,6 +21,7 @@ from evoprune.errors import ConfigError
 # target name -> module defining TARGET; modules load only when a target is used.
 TARGET_MODULES: dict[str, str] = {
     "metrics": "evoprune.bench.metrics",
+    "search": "evoprune.bench.search",
 }
 
 Existing = Literal["resume", "fresh", "error"]
