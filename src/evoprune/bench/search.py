@@ -73,7 +73,7 @@ PRESETS: dict[str, SearchBenchSettings] = {
         {"seed": ("seed", {}), "improved": ("improved", {}), "improved, search only": ("improved", SEARCH_ONLY)}),
     "fashion": SearchBenchSettings(
         "fashion", "magnitude-biased improved SA + fine-tuning vs random/magnitude pruning on Fashion-MNIST", "fashion",
-        FASHION_RECIPE, {"improved, magnitude-biased": ("improved", {"magnitude_bias": 1.0, "budget": 0.01})},
+        FASHION_RECIPE, {"improved, magnitude-biased": ("improved", {"magnitude_bias": 1.0, "budget": 0.03})},
         algorithms=("sa",), seeds=(0,), layout="baselines"),
     "smoke": SearchBenchSettings(
         "smoke", "a check of the whole path in about a minute (15-epoch baseline, tiny budgets)", "mnist5k",

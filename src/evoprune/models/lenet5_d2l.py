@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from evoprune.errors import ConfigError
 from evoprune.models.registry import register_model
 
 _INITS = ("keras", "pytorch")
@@ -38,10 +39,10 @@ class LeNet5D2L(nn.Module):
     ) -> None:
         super().__init__()
         if init not in _INITS:
-            raise ValueError(f"lenet5_d2l init must be one of {_INITS}, got {init!r}")
+            raise ConfigError(f"lenet5_d2l init must be one of {_INITS}, got {init!r}")
         h, w = image_size
         if min(h, w) < self.MIN_IMAGE_SIZE:
-            raise ValueError(
+            raise ConfigError(
                 f"lenet5_d2l needs images of at least {self.MIN_IMAGE_SIZE}x{self.MIN_IMAGE_SIZE} "
                 f"(a VALID 5x5 conv after the first pool, then another pool), got {h}x{w}; "
                 "for small images such as 8x8 digits use 'mlp', 'vgg' or 'resnet_cifar'"

@@ -15,6 +15,7 @@ from typing import overload
 
 from torch import nn
 
+from evoprune.errors import ConfigError
 from evoprune.models.utils import as_image_size, check_positive_int
 
 ModelBuilder = Callable[..., nn.Module]
@@ -48,7 +49,7 @@ def register_model(fn_or_name: ModelBuilder | str) -> ModelBuilder | Callable[[M
     def _register(fn: ModelBuilder, name: str) -> ModelBuilder:
         key = _normalise(name)
         if key in _REGISTRY:
-            raise ValueError(f"model name {key!r} is already registered")
+            raise ConfigError(f"model name {key!r} is already registered")
         params = inspect.signature(fn).parameters
         missing = [k for k in _COMMON_KWARGS if k not in params]
         if missing:
@@ -82,11 +83,11 @@ def _unknown_model_message(name: str) -> str:
 
 
 def get_builder(name: str) -> ModelBuilder:
-    """The registered builder for ``name``; ValueError naming the closest match if unknown."""
+    """The registered builder for ``name``; a ConfigError (a ValueError) naming the closest match if unknown."""
     try:
         return _REGISTRY[_normalise(name)]
     except KeyError:
-        raise ValueError(_unknown_model_message(name)) from None
+        raise ConfigError(_unknown_model_message(name)) from None
 
 
 def build_model(

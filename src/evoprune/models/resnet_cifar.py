@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from evoprune.errors import ConfigError
 from evoprune.models.registry import register_model
 from evoprune.models.utils import scale_width
 
@@ -65,7 +66,7 @@ class ResNetCifar(nn.Module):
     ) -> None:
         super().__init__()
         if not isinstance(depth, int) or depth < 8 or (depth - 2) % 6:
-            raise ValueError(f"resnet_cifar depth must be 6n+2 with n >= 1 (20, 32, 56, 110, ...), got {depth!r}")
+            raise ConfigError(f"resnet_cifar depth must be 6n+2 with n >= 1 (20, 32, 56, 110, ...), got {depth!r}")
         del image_size  # any size works thanks to the global average pool
         blocks_per_stage = (depth - 2) // 6
         widths = [scale_width(c, width) for c in STAGE_WIDTHS]

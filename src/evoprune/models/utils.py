@@ -8,19 +8,21 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from evoprune.errors import ConfigError
+
 # Layers whose weight tensors are candidates for (mask or structured) pruning.
 PRUNABLE_TYPES: tuple[type[nn.Module], ...] = (nn.modules.conv._ConvNd, nn.Linear)
 
 
 def check_positive_int(value: object, what: str) -> int:
-    """Return ``value`` as int (NumPy integers accepted), or raise ValueError saying which
+    """Return ``value`` as int (NumPy integers accepted), or raise ConfigError (a ValueError) saying which
     argument is wrong."""
     try:
         number = operator.index(value)  # type: ignore[arg-type]
     except TypeError:
         number = 0
     if isinstance(value, bool) or number < 1:
-        raise ValueError(f"{what} must be a positive integer, got {value!r}")
+        raise ConfigError(f"{what} must be a positive integer, got {value!r}")
     return number
 
 
@@ -33,14 +35,14 @@ def as_image_size(image_size: int | Sequence[int]) -> tuple[int, int]:
     else:
         size = ()
     if len(size) != 2:
-        raise ValueError(f"image_size must be an int or (height, width), got {image_size!r}")
+        raise ConfigError(f"image_size must be an int or (height, width), got {image_size!r}")
     return (check_positive_int(size[0], "image height"), check_positive_int(size[1], "image width"))
 
 
 def scale_width(channels: int, width: float) -> int:
     """Channel count scaled by a width multiplier, rounded, at least 1."""
     if not width > 0:
-        raise ValueError(f"width multiplier must be > 0, got {width!r}")
+        raise ConfigError(f"width multiplier must be > 0, got {width!r}")
     return max(1, int(round(channels * width)))
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from evoprune.errors import ConfigError
 from evoprune.models.registry import register_model
 from evoprune.models.utils import check_positive_int, scale_width
 
@@ -52,7 +53,7 @@ class VGG(nn.Module):
     ) -> None:
         super().__init__()
         if depth not in VGG_STAGES:
-            raise ValueError(f"vgg depth must be one of {sorted(VGG_STAGES)}, got {depth!r}")
+            raise ConfigError(f"vgg depth must be one of {sorted(VGG_STAGES)}, got {depth!r}")
         layers: list[nn.Module] = []
         channels = in_channels
         h, w = image_size
