@@ -21,8 +21,9 @@ class SearchResult:
     """Masks found by one search and everything measured about them.
 
     ``baseline``/``final``/``finetuned`` map a split name (``selection``, ``val``, ``test``) to ``{"loss",
-    "accuracy"}``; ``final`` is the pruned model with the original weights, ``finetuned`` (if any) after training
-    with the masks fixed. ``state_dict`` holds the fine-tuned weights (masks baked in) when there are some.
+    "accuracy"}``; ``final`` is the pruned model at the end of the search (with the original weights, or those
+    fine-tuned between phases), ``finetuned`` (if any) after the final training with the masks fixed.
+    ``state_dict`` holds the weights (masks baked in) whenever fine-tuning changed them.
     """
 
     algorithm: str
