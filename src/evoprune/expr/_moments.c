@@ -6,6 +6,10 @@
  * ClassStats does the same in three passes (convert, index_add_, squared norm). The square of a float32
  * value is exact in double, so both paths differ only by the order of float64 additions.
  *
+ * Rows of the batch are visited class by class (a stable counting sort of the labels) and, for K = 1,
+ * four rows of the same class at a time: their sum goes into pos_sum with one read-modify-write instead
+ * of four, which is what bounds a plain one-row-at-a-time loop once pos_sum leaves the L2 cache.
+ *
  * The GIL is released: callers may split the channel range [c0, c1) over threads (disjoint rows).
  * On x86-64 with GCC or Clang, rows are summed with AVX2 vectors when the CPU has them (chosen at import),
  * else with portable C that the compiler vectorises for the baseline instruction set.
@@ -13,11 +17,15 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <stdint.h>
+#include <stdlib.h>
 
-/* Portable row kernel: add x[0..d) to p and return the sum of squares, in eight independent lanes. */
+/* Portable kernels, T = float or double:
+ *   row1: add x[0..d) to p, return the sum of its squares (eight independent lanes);
+ *   row4: add x0 + x1 + x2 + x3 to p, return the sum of all their squares;
+ *   rowsq: add x[0..n) to p and the squares to q (K = D: per-position squares). */
 #define LANES 8
-#define PLAIN_ROW(T)                                                                          \
-    static double row_plain_##T(const T *restrict x, double *restrict p, Py_ssize_t d) {      \
+#define PLAIN(T)                                                                              \
+    static double row1_plain_##T(const T *restrict x, double *restrict p, Py_ssize_t d) {     \
         double acc[LANES] = {0.0};                                                            \
         Py_ssize_t i = 0;                                                                     \
         for (; i + LANES <= d; i += LANES)                                                    \
@@ -34,12 +42,22 @@
             s += v * v;                                                                       \
         }                                                                                     \
         return s;                                                                             \
-    }
-PLAIN_ROW(float)
-PLAIN_ROW(double)
-
-/* Portable run kernel for K = D: add x[0..n) to p and its squares to q. */
-#define PLAIN_ROWSQ(T)                                                                        \
+    }                                                                                         \
+    static double row4_plain_##T(const T *restrict x0, const T *restrict x1,                  \
+                                 const T *restrict x2, const T *restrict x3,                  \
+                                 double *restrict p, Py_ssize_t d) {                          \
+        double s0 = 0.0, s1 = 0.0, s2 = 0.0, s3 = 0.0;                                        \
+        for (Py_ssize_t i = 0; i < d; i++) {                                                  \
+            double v0 = (double)x0[i], v1 = (double)x1[i];                                    \
+            double v2 = (double)x2[i], v3 = (double)x3[i];                                    \
+            p[i] += (v0 + v1) + (v2 + v3);                                                    \
+            s0 += v0 * v0;                                                                    \
+            s1 += v1 * v1;                                                                    \
+            s2 += v2 * v2;                                                                    \
+            s3 += v3 * v3;                                                                    \
+        }                                                                                     \
+        return (s0 + s1) + (s2 + s3);                                                         \
+    }                                                                                         \
     static void rowsq_plain_##T(const T *restrict x, double *restrict p, double *restrict q,  \
                                 Py_ssize_t n) {                                               \
         for (Py_ssize_t i = 0; i < n; i++) {                                                  \
@@ -48,36 +66,39 @@ PLAIN_ROW(double)
             q[i] += v * v;                                                                    \
         }                                                                                     \
     }
-PLAIN_ROWSQ(float)
-PLAIN_ROWSQ(double)
+PLAIN(float)
+PLAIN(double)
 
-typedef double (*row_fn_f)(const float *restrict, double *restrict, Py_ssize_t);
-typedef double (*row_fn_d)(const double *restrict, double *restrict, Py_ssize_t);
-typedef void (*rowsq_fn_f)(const float *restrict, double *restrict, double *restrict, Py_ssize_t);
-typedef void (*rowsq_fn_d)(const double *restrict, double *restrict, double *restrict, Py_ssize_t);
-static row_fn_f row_float = row_plain_float;
-static row_fn_d row_double = row_plain_double;
-static rowsq_fn_f rowsq_float = rowsq_plain_float;
-static rowsq_fn_d rowsq_double = rowsq_plain_double;
+/* The kernels in use (portable by default, AVX2 after set_simd(True) on a CPU that has it). */
+#define TABLE(T)                                                                              \
+    static double (*row1_##T)(const T *restrict, double *restrict, Py_ssize_t) = row1_plain_##T; \
+    static double (*row4_##T)(const T *restrict, const T *restrict, const T *restrict,        \
+                              const T *restrict, double *restrict, Py_ssize_t) = row4_plain_##T; \
+    static void (*rowsq_##T)(const T *restrict, double *restrict, double *restrict,           \
+                             Py_ssize_t) = rowsq_plain_##T;
+TABLE(float)
+TABLE(double)
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #define HAVE_AVX2_PATH 1
 typedef double v4d __attribute__((vector_size(32)));
-/* AVX2 row kernel: eight values per step as two 4-wide double vectors. */
-#define AVX2_ROW(T)                                                                           \
-    __attribute__((target("avx2,fma"))) static double row_avx2_##T(                           \
+#define LOAD4(dst, src) __builtin_memcpy(&(dst), (src), sizeof(dst))
+/* AVX2 kernels: the same sums with 4-wide double vectors (x converted 4 values at a time). */
+#define AVX2(T)                                                                               \
+    typedef T v4_##T __attribute__((vector_size(4 * sizeof(T))));                             \
+    __attribute__((target("avx2,fma"))) static inline v4d load_##T(const T *x) {              \
+        v4_##T v;                                                                             \
+        LOAD4(v, x);                                                                          \
+        return __builtin_convertvector(v, v4d);                                               \
+    }                                                                                         \
+    __attribute__((target("avx2,fma"))) static double row1_avx2_##T(                          \
         const T *restrict x, double *restrict p, Py_ssize_t d) {                              \
-        typedef T v4t __attribute__((vector_size(4 * sizeof(T))));                            \
-        v4d a0 = {0.0, 0.0, 0.0, 0.0}, a1 = a0;                                               \
+        v4d a0 = {0.0, 0.0, 0.0, 0.0}, a1 = a0, pa, pb;                                       \
         Py_ssize_t i = 0;                                                                     \
         for (; i + 8 <= d; i += 8) {                                                          \
-            v4t xa, xb;                                                                       \
-            v4d pa, pb;                                                                       \
-            __builtin_memcpy(&xa, x + i, sizeof xa);                                          \
-            __builtin_memcpy(&xb, x + i + 4, sizeof xb);                                      \
-            v4d va = __builtin_convertvector(xa, v4d), vb = __builtin_convertvector(xb, v4d); \
-            __builtin_memcpy(&pa, p + i, sizeof pa);                                          \
-            __builtin_memcpy(&pb, p + i + 4, sizeof pb);                                      \
+            v4d va = load_##T(x + i), vb = load_##T(x + i + 4);                               \
+            LOAD4(pa, p + i);                                                                 \
+            LOAD4(pb, p + i + 4);                                                             \
             pa += va;                                                                         \
             pb += vb;                                                                         \
             __builtin_memcpy(p + i, &pa, sizeof pa);                                          \
@@ -93,11 +114,34 @@ typedef double v4d __attribute__((vector_size(32)));
             s += v * v;                                                                       \
         }                                                                                     \
         return s;                                                                             \
-    }
-AVX2_ROW(float)
-AVX2_ROW(double)
-/* The same loop as the portable one, compiled for AVX2 (the compiler vectorises it 4 doubles wide). */
-#define AVX2_ROWSQ(T)                                                                         \
+    }                                                                                         \
+    __attribute__((target("avx2,fma"))) static double row4_avx2_##T(                          \
+        const T *restrict x0, const T *restrict x1, const T *restrict x2, const T *restrict x3, \
+        double *restrict p, Py_ssize_t d) {                                                   \
+        v4d a0 = {0.0, 0.0, 0.0, 0.0}, a1 = a0, a2 = a0, a3 = a0, pa;                         \
+        Py_ssize_t i = 0;                                                                     \
+        for (; i + 4 <= d; i += 4) {                                                          \
+            v4d v0 = load_##T(x0 + i), v1 = load_##T(x1 + i);                                 \
+            v4d v2 = load_##T(x2 + i), v3 = load_##T(x3 + i);                                 \
+            LOAD4(pa, p + i);                                                                 \
+            pa += (v0 + v1) + (v2 + v3);                                                      \
+            __builtin_memcpy(p + i, &pa, sizeof pa);                                          \
+            a0 += v0 * v0;                                                                    \
+            a1 += v1 * v1;                                                                    \
+            a2 += v2 * v2;                                                                    \
+            a3 += v3 * v3;                                                                    \
+        }                                                                                     \
+        v4d a = (a0 + a1) + (a2 + a3);                                                        \
+        double s = (a[0] + a[1]) + (a[2] + a[3]);                                             \
+        for (; i < d; i++) {                                                                  \
+            double v0 = (double)x0[i], v1 = (double)x1[i];                                    \
+            double v2 = (double)x2[i], v3 = (double)x3[i];                                    \
+            p[i] += (v0 + v1) + (v2 + v3);                                                    \
+            s += (v0 * v0 + v1 * v1) + (v2 * v2 + v3 * v3);                                   \
+        }                                                                                     \
+        return s;                                                                             \
+    }                                                                                         \
+    /* the portable loop, compiled for AVX2 (the compiler vectorises it 4 doubles wide) */    \
     __attribute__((target("avx2,fma"))) static void rowsq_avx2_##T(                           \
         const T *restrict x, double *restrict p, double *restrict q, Py_ssize_t n) {          \
         for (Py_ssize_t i = 0; i < n; i++) {                                                  \
@@ -106,23 +150,34 @@ AVX2_ROW(double)
             q[i] += v * v;                                                                    \
         }                                                                                     \
     }
-AVX2_ROWSQ(float)
-AVX2_ROWSQ(double)
+AVX2(float)
+AVX2(double)
 #endif
 
-/* Small D (K = D): squares are kept per position, so a sample's channel range is one flat run. */
+/* One batch: rows[order[start[l]] .. order[start[l + 1]]) have label l (a stable counting sort). */
 #define RUN(T)                                                                                \
-    static void run_##T(const T *f, const int64_t *lab, double *pos, double *sq, Py_ssize_t b, \
-                        Py_ssize_t c, Py_ssize_t d, Py_ssize_t k, Py_ssize_t c0, Py_ssize_t c1) { \
-        for (Py_ssize_t n = 0; n < b; n++) {                                                  \
-            Py_ssize_t base = (Py_ssize_t)lab[n] * c;                                         \
-            if (k == d) {                                                                     \
-                rowsq_##T(f + (n * c + c0) * d, pos + (base + c0) * d, sq + (base + c0) * d,  \
-                          (c1 - c0) * d);                                                     \
+    static void run_##T(const T *f, const Py_ssize_t *order, const Py_ssize_t *start,         \
+                        double *pos, double *sq, Py_ssize_t nl, Py_ssize_t c, Py_ssize_t d,   \
+                        Py_ssize_t k, Py_ssize_t c0, Py_ssize_t c1) {                         \
+        Py_ssize_t row = c * d;                                                               \
+        for (Py_ssize_t l = 0; l < nl; l++) {                                                 \
+            Py_ssize_t r = start[l], end = start[l + 1], base = l * c;                        \
+            if (k == d) { /* per-position squares: a row's channel range is one flat run */   \
+                for (; r < end; r++)                                                          \
+                    rowsq_##T(f + order[r] * row + c0 * d, pos + (base + c0) * d,             \
+                              sq + (base + c0) * d, (c1 - c0) * d);                           \
                 continue;                                                                     \
             }                                                                                 \
-            for (Py_ssize_t j = c0; j < c1; j++)                                              \
-                sq[base + j] += row_##T(f + (n * c + j) * d, pos + (base + j) * d, d);        \
+            for (; r + 4 <= end; r += 4) {                                                    \
+                const T *x0 = f + order[r] * row, *x1 = f + order[r + 1] * row;               \
+                const T *x2 = f + order[r + 2] * row, *x3 = f + order[r + 3] * row;           \
+                for (Py_ssize_t j = c0; j < c1; j++)                                          \
+                    sq[base + j] += row4_##T(x0 + j * d, x1 + j * d, x2 + j * d, x3 + j * d,  \
+                                             pos + (base + j) * d, d);                        \
+            }                                                                                 \
+            for (; r < end; r++)                                                              \
+                for (Py_ssize_t j = c0; j < c1; j++)                                          \
+                    sq[base + j] += row1_##T(f + order[r] * row + j * d, pos + (base + j) * d, d); \
         }                                                                                     \
     }
 RUN(float)
@@ -174,6 +229,7 @@ static PyObject *accumulate(PyObject *self, PyObject *args) {
         return NULL;
     }
     PyObject *result = NULL;
+    Py_ssize_t *order = NULL, *start = NULL;
     char fk = kind(&f);
     if (f.ndim != 3 || l.ndim != 1 || p.ndim != 3 || s.ndim != 3 || (fk != 'f' && fk != 'd') ||
         kind(&l) != 'i' || kind(&p) != 'd' || kind(&s) != 'd') {
@@ -195,15 +251,26 @@ static PyObject *accumulate(PyObject *self, PyObject *args) {
             goto done;
         }
     }
+    order = PyMem_Malloc(sizeof(Py_ssize_t) * (b + 1));
+    start = PyMem_Calloc(nl + 2, sizeof(Py_ssize_t));
+    if (order == NULL || start == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    for (Py_ssize_t n = 0; n < b; n++) start[lab[n] + 2]++; /* counts, shifted by two */
+    for (Py_ssize_t i = 2; i < nl + 2; i++) start[i] += start[i - 1];
+    for (Py_ssize_t n = 0; n < b; n++) order[start[lab[n] + 1]++] = n; /* start[l + 1] ends as l's end */
     Py_BEGIN_ALLOW_THREADS
     if (fk == 'f')
-        run_float((const float *)f.buf, lab, (double *)p.buf, (double *)s.buf, b, c, d, k, c0, c1);
+        run_float((const float *)f.buf, order, start, (double *)p.buf, (double *)s.buf, nl, c, d, k, c0, c1);
     else
-        run_double((const double *)f.buf, lab, (double *)p.buf, (double *)s.buf, b, c, d, k, c0, c1);
+        run_double((const double *)f.buf, order, start, (double *)p.buf, (double *)s.buf, nl, c, d, k, c0, c1);
     Py_END_ALLOW_THREADS
     result = Py_None;
     Py_INCREF(result);
 done:
+    PyMem_Free(order);
+    PyMem_Free(start);
     PyBuffer_Release(&f);
     PyBuffer_Release(&l);
     PyBuffer_Release(&p);
@@ -219,8 +286,10 @@ static PyObject *set_simd(PyObject *self, PyObject *arg) {
 #ifdef HAVE_AVX2_PATH
     __builtin_cpu_init();
     avx2 = on && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-    row_float = avx2 ? row_avx2_float : row_plain_float;
-    row_double = avx2 ? row_avx2_double : row_plain_double;
+    row1_float = avx2 ? row1_avx2_float : row1_plain_float;
+    row1_double = avx2 ? row1_avx2_double : row1_plain_double;
+    row4_float = avx2 ? row4_avx2_float : row4_plain_float;
+    row4_double = avx2 ? row4_avx2_double : row4_plain_double;
     rowsq_float = avx2 ? rowsq_avx2_float : rowsq_plain_float;
     rowsq_double = avx2 ? rowsq_avx2_double : rowsq_plain_double;
 #endif
