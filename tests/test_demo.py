@@ -19,7 +19,7 @@ TINY = DemoConfig(
     scoring_samples=100,
     search={"sa": {"iterations": 8, "joint_iterations": 3},
             "ga": {"generations": 2, "joint_generations": 1, "population": 4},
-            "joint_rounds": 1, "finetune_between": 0, "finetune_epochs": 0},
+            "joint_rounds": 1, "finetune_between": 0, "finetune_epochs": 0, "baselines": False},
     evolve_overrides={
         "evaluation.executor": "serial",
         "evolution.population": 4,

@@ -135,12 +135,9 @@ def _search_section(searched: Sequence[Searched], out: Path) -> list[str]:
              + ".", "",
              *_md_table(("algorithm", "unpruned test acc", "test acc", "sparsity (global)", "sparsity (mean layer)",
                          "evaluations", "search s"), rows)]
-    baselines = [[s.algorithm.upper(), b["kind"], f"{b['sparsity_global']:.4f}",
-                  f"{b.get('finetuned', b)['test']['accuracy']:.4f}"] for s in searched for b in s.result.baselines]
-    if baselines:
-        lines += ["Random and magnitude masks at the same sparsity as each search (fine-tuned as its masks are, if "
-                  "at all):", "",
-                  *_md_table(("search", "baseline mask", "sparsity (global)", "test acc"), baselines, right_from=2)]
+    if not any(s.result.baselines for s in searched):
+        lines += ["Random and magnitude masks at the same sparsity are left out here to keep the demo short; "
+                  "`evoprune search` adds them, and `docs/benchmarks.md` compares them over seeds.", ""]
     return lines
 
 
