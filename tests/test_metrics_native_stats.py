@@ -136,22 +136,6 @@ def test_score_layers_is_the_same_on_both_backends(monkeypatch):
         torch.testing.assert_close(first[k], second[k], rtol=1e-12, atol=0)
 
 
-@needs_native
-def test_channel_ranges_over_threads_give_the_same_sums(monkeypatch):
-    x, y = _layer(24, np.float32, seed=4, n=64, c=9)
-    f, lab = torch.from_numpy(x), torch.from_numpy(y)
-    one = ClassStats.from_features(f, lab, batch_size=32)
-    monkeypatch.setattr(stats_mod, "PARALLEL_MIN_ELEMENTS", 1)
-    threads = torch.get_num_threads()
-    try:
-        torch.set_num_threads(3)  # 9 channels in ranges of 3
-        split = ClassStats.from_features(f, lab, batch_size=32)
-    finally:
-        torch.set_num_threads(threads)
-    torch.testing.assert_close(split.pos_sum, one.pos_sum, rtol=0, atol=0)
-    torch.testing.assert_close(split.sq_sum, one.sq_sum, rtol=0, atol=0)
-
-
 def test_repeated_subtrees_survive_the_release_of_temporaries():
     """The moment evaluator drops a value after its last use; shared subtrees must still be there."""
     from evoprune.expr import evaluate, parse

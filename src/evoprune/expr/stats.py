@@ -20,7 +20,6 @@ float64 additions:
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import torch
@@ -32,28 +31,8 @@ except ImportError:  # no compiler at install time: the torch path does the same
     _native = None
 
 NATIVE: str | None = _native.set_simd(True) if _native is not None else None  # "avx2", "plain" or None
-PARALLEL_MIN_ELEMENTS = 1 << 18  # per thread: below this a batch is summed on the calling thread
-_pool: ThreadPoolExecutor | None = None  # worker threads for the C kernel, made on first parallel use
-_pool_size = 0
 BLOCK_BYTES = 2 << 20  # float64 rows converted and summed per step (two such blocks fit in L2/L3)
 PER_POSITION_SQUARES_BELOW = 16  # D below which squares are accumulated per position
-
-
-def _native_update(f, labels, pos_sum, sq_parts) -> None:
-    """The C kernel over all channels; split into channel ranges over torch's intra-op threads when the batch
-    is large enough to pay for the hand-off (the kernel releases the GIL; the ranges write disjoint rows)."""
-    c = f.shape[1]
-    parts = min(torch.get_num_threads(), c, f.size // PARALLEL_MIN_ELEMENTS)
-    if parts <= 1:
-        _native.accumulate(f, labels, pos_sum, sq_parts, 0, c)
-        return
-    global _pool, _pool_size
-    if _pool is None or _pool_size < parts:
-        if _pool is not None:
-            _pool.shutdown()
-        _pool, _pool_size = ThreadPoolExecutor(parts, thread_name_prefix="evoprune-stats"), parts
-    cut = [c * i // parts for i in range(parts + 1)]
-    list(_pool.map(lambda i: _native.accumulate(f, labels, pos_sum, sq_parts, cut[i], cut[i + 1]), range(parts)))
 
 
 @dataclass
@@ -135,8 +114,8 @@ class ClassStats:
         self.count += torch.bincount(labels, minlength=self.count.shape[0]).to(self.count.dtype)
         if (_native is not None and f.device.type == "cpu" and f.dtype in (torch.float32, torch.float64)
                 and self.pos_sum.is_contiguous() and self.sq_parts.is_contiguous()):
-            _native_update(f.contiguous().numpy(), labels.contiguous().numpy(), self.pos_sum.numpy(),
-                           self.sq_parts.numpy())
+            _native.accumulate(f.contiguous().numpy(), labels.contiguous().numpy(), self.pos_sum.numpy(),
+                               self.sq_parts.numpy(), 0, self.num_channels)
             return
         rows = max(1, BLOCK_BYTES // (8 * self.num_channels * self.positions))
         if self._work is None or self._work.shape[1] < min(rows, b) or self._work.device != f.device:
