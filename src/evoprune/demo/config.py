@@ -11,8 +11,8 @@ from evoprune.errors import ConfigError
 
 @dataclass(frozen=True)
 class DemoConfig:
-    """How much work each step of the demo does. The defaults fit the whole demo in about 6 minutes on a 2-core
-    CPU (``docs``/README give the measured time).
+    """How much work each step of the demo does. The defaults run the whole demo in about 2 minutes on an idle
+    2-core CPU and under 7 on a busy one (README, "What the demo shows", gives the measured run).
 
     Args:
         train_epochs: epochs of the LeNet-5 (None: the ``lenet5`` training preset's 20).

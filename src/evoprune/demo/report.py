@@ -84,7 +84,7 @@ def markdown_report(*, command: str, machine: str, seed: int, total_seconds: flo
         return f"![{alt}]({plots[key].relative_to(out).as_posix()})"
 
     lines = ["# evoprune demo", "", f"`{command}` — seed {seed}, {machine}; {total_seconds / 60:.1f} min in all.", "",
-             "## Summary", "", *_md_table(COLUMNS, [_cells(r) for r in rows]), "", CAPTION, ""]
+             "## Summary", "", *_md_table(COLUMNS, [_cells(r) for r in rows]), CAPTION, ""]
     lines += _train_section(trained, out)
     lines += [*_prune_section(pruned), img("accuracy_macs", "validation accuracy against MACs for each metric"), ""]
     lines += [*_search_section(searched, out), img("convergence", "sparsity and cost against evaluations"), "",
@@ -137,7 +137,7 @@ def _search_section(searched: Sequence[Searched], out: Path) -> list[str]:
                          "evaluations", "search s"), rows)]
     if not any(s.result.baselines for s in searched):
         lines += ["Random and magnitude masks at the same sparsity are left out here to keep the demo short; "
-                  "`evoprune search` adds them, and `docs/benchmarks.md` compares them over seeds.", ""]
+                  "`evoprune search` adds them, and evoprune's `docs/benchmarks.md` compares them over seeds.", ""]
     return lines
 
 
