@@ -18,6 +18,7 @@ import json
 import statistics
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -27,14 +28,15 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import RESULTS, gemm_gmacs, machine, median_seconds  # noqa: E402  (benchmarks/ helper)
 
-from evoprune.bench.search import FASHION_RECIPE, MNIST5K_RECIPE, PRESETS, TINY  # noqa: E402
+from evoprune.bench import RunOptions  # noqa: E402
+from evoprune.bench.search import (  # noqa: E402
+    FASHION_RECIPE, MNIST5K_RECIPE, PRESETS, TINY, SearchBenchSettings, trained_lenet5_d2l)
+from evoprune.bench.search import run as run_target  # noqa: E402
 from evoprune.bench.search_report import render_against_baselines, render_comparison, summarise_run  # noqa: E402
-from evoprune.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
 from evoprune.data import load_dataset  # noqa: E402
-from evoprune.models import build_model  # noqa: E402
 from evoprune.search import LayerGraph, MaskEvaluator, evaluate_masked, preset, search_masks, write_run  # noqa: E402
 from evoprune.search.plots import plot_history, plot_layers  # noqa: E402
-from evoprune.train import TrainConfig, evaluate_split, train  # noqa: E402
+from evoprune.train import TrainConfig  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 CACHE = ROOT / "runs" / "bench_mask_search"
@@ -64,21 +66,7 @@ RECIPES: dict[str, TrainConfig] = {
 def baseline(dataset: str, data: Any, *, seed: int = 0, epochs: int | None = None, tag: str = "") -> tuple[nn.Module, dict[str, Any]]:
     """A trained lenet5_d2l for ``dataset`` (cached); returns the model and how it was trained."""
     recipe = RECIPES[dataset].with_overrides(seed=seed, epochs=epochs)
-    path = CACHE / f"lenet5_d2l-{dataset}-s{seed}-e{recipe.epochs}{tag}.pt"
-    if path.exists():
-        model, payload = load_checkpoint(path)
-        return model.eval(), payload["meta"]
-    torch.manual_seed(seed)
-    kwargs = {"in_channels": data.in_channels, "num_classes": data.num_classes, "image_size": data.image_size}
-    model = build_model("lenet5_d2l", **kwargs)
-    start = time.perf_counter()
-    result = train(model, data, recipe, device="cpu", progress=False)
-    test = evaluate_split(model, data.test)
-    meta = {"dataset": dataset, "seed": seed, "train_config": recipe.to_dict(), "train_seconds": time.perf_counter() - start,
-            "best_epoch": result.best_epoch, "val_accuracy": result.best_val_accuracy, "test_accuracy": test.accuracy,
-            "test_loss": test.loss}
-    save_checkpoint(path, model, arch="lenet5_d2l", arch_kwargs=kwargs, meta=meta)
-    return model.eval(), meta
+    return trained_lenet5_d2l(data, recipe, CACHE / f"lenet5_d2l-{dataset}-s{seed}-e{recipe.epochs}{tag}.pt")
 
 
 def tail_macs(model: nn.Module, graph: LayerGraph, image: torch.Tensor) -> dict[str, int]:
@@ -179,38 +167,31 @@ def reproduce(args: argparse.Namespace) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------------------------------- quality
+def _run_target(settings: SearchBenchSettings, name: str, args: argparse.Namespace) -> dict[str, Any]:
+    """One ``evoprune bench search`` protocol, run afresh; its results file's contents."""
+    options = RunOptions(out=CACHE / "bench", name=name + ("-tiny" if args.tiny else ""), existing="fresh",
+                         cache=CACHE / "cache", progress=False)
+    return json.loads(run_target(settings, options).json_path.read_text())
+
+
 def quality(args: argparse.Namespace) -> dict[str, Any]:
-    seeds = args.seeds if not args.tiny else [0]
-    tiny = TINY if args.tiny else {}
-    data = load_dataset("mnist5k", seed=0)
-    model, meta = baseline("mnist5k", data, epochs=2 if args.tiny else None, tag="-tiny" if args.tiny else "")
-    rows: list[dict[str, Any]] = []
-    variants = PRESETS["mnist5k"].variants
-    for seed in seeds:
-        for label, (name, overrides) in variants.items():
-            seed_tiny = {"sa": {"iterations": 10}, "ga": {"generations": 2}} if args.tiny else {}
-            config = preset(name, **{**(tiny if name == "improved" else seed_tiny), **overrides})
-            for algorithm in ("sa", "ga"):
-                print(f"quality: {label} {algorithm} seed {seed}", flush=True)
-                result = search_masks(model, data, algorithm=algorithm, config=config, device="cpu", seed=seed)
-                rows.append(summarise_run(result, label))
-    return {"mnist5k_baseline": meta, "rows": rows}
+    """MNIST-5k: seed vs improved vs improved without fine-tuning, SA and GA, over seeds."""
+    settings = PRESETS["smoke"] if args.tiny else replace(PRESETS["mnist5k"], seeds=tuple(args.seeds))
+    payload = _run_target(settings, "quality", args)
+    return {"mnist5k_baseline": payload["baseline"], "rows": payload["runs"]}
 
 
 def fashion(args: argparse.Namespace) -> dict[str, Any]:
     """Fashion-MNIST: the improved search with magnitude-biased moves and its fine-tuning, against baselines."""
-    tiny = TINY if args.tiny else {}
-    fdata = load_dataset("mnist5k" if args.tiny else "fashion", seed=0)
-    fmodel, fmeta = baseline("mnist5k" if args.tiny else "fashion", fdata, epochs=2 if args.tiny else None,
-                             tag="-tiny" if args.tiny else "")
     (variant, (name, overrides)), = PRESETS["fashion"].variants.items()
-    overrides = {**overrides, "budget": args.fashion_budget}
+    overrides = {**(TINY if args.tiny else {}), **overrides, "budget": args.fashion_budget}
     if args.finetune_epochs is not None:
         overrides["finetune_epochs"] = args.finetune_epochs
-    config = preset(name, **{**tiny, **overrides})
-    result = search_masks(fmodel, fdata, algorithm=args.fashion_algorithm, config=config, device="cpu", seed=0,
-                          progress=True)
-    return {"baseline": fmeta, "run": summarise_run(result, variant)}
+    settings = replace(PRESETS["fashion"], variants={variant: (name, overrides)}, algorithms=(args.fashion_algorithm,))
+    if args.tiny:
+        settings = replace(settings, data="mnist5k", train=PRESETS["smoke"].train)
+    payload = _run_target(settings, "fashion", args)
+    return {"baseline": payload["baseline"], "run": payload["runs"][0]}
 
 
 # ---------------------------------------------------------------------------------------------------- report

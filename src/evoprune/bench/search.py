@@ -83,24 +83,29 @@ PRESETS: dict[str, SearchBenchSettings] = {
 }
 
 
+def trained_lenet5_d2l(data: Any, recipe: TrainConfig, path: Path, device: str = "cpu") -> tuple[torch.nn.Module, dict[str, Any]]:
+    """A lenet5_d2l trained on ``data`` with ``recipe``, from the checkpoint at ``path`` or trained and saved there."""
+    if path.is_file():
+        model, payload = load_checkpoint(path)
+        return model.eval(), payload["meta"]
+    torch.manual_seed(recipe.seed)
+    kwargs = {"in_channels": data.in_channels, "num_classes": data.num_classes, "image_size": data.image_size}
+    model = build_model("lenet5_d2l", **kwargs)
+    start = time.perf_counter()
+    result = train(model, data, recipe, device=device, progress=False)
+    test = evaluate_split(model, data.test)
+    meta = {"dataset": data.name, "seed": recipe.seed, "train_config": recipe.to_dict(),
+            "train_seconds": time.perf_counter() - start, "best_epoch": result.best_epoch,
+            "val_accuracy": result.best_val_accuracy, "test_accuracy": test.accuracy, "test_loss": test.loss}
+    save_checkpoint(path, model.cpu(), arch="lenet5_d2l", arch_kwargs=kwargs, meta=meta)
+    return model.eval(), meta
+
+
 def baseline(settings: SearchBenchSettings, data: Any, cache: Path) -> tuple[torch.nn.Module, dict[str, Any]]:
     """The trained lenet5_d2l every search of ``settings`` starts from (seed 0), from the cache or trained now."""
     recipe = settings.train.with_overrides(seed=0)
     path = cache / f"lenet5_d2l-{settings.data}-{fingerprint(recipe.to_dict())}.pt"
-    if path.is_file():
-        model, payload = load_checkpoint(path)
-        return model.eval(), payload["meta"]
-    torch.manual_seed(0)
-    kwargs = {"in_channels": data.in_channels, "num_classes": data.num_classes, "image_size": data.image_size}
-    model = build_model("lenet5_d2l", **kwargs)
-    start = time.perf_counter()
-    result = train(model, data, recipe, device=settings.device, progress=False)
-    test = evaluate_split(model, data.test)
-    meta = {"dataset": settings.data, "train_config": recipe.to_dict(), "train_seconds": time.perf_counter() - start,
-            "best_epoch": result.best_epoch, "val_accuracy": result.best_val_accuracy, "test_accuracy": test.accuracy,
-            "test_loss": test.loss}
-    save_checkpoint(path, model.cpu(), arch="lenet5_d2l", arch_kwargs=kwargs, meta=meta)
-    return model.eval(), meta
+    return trained_lenet5_d2l(data, recipe, path, settings.device)
 
 
 def render_markdown(payload: dict[str, Any]) -> str:

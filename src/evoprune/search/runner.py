@@ -255,7 +255,7 @@ def search_masks(
             current = dict(state.evaluator.masks)
             working = _adapt(working, current, data, cfg, seed + 1000 * (phase_index + 1), dev)
             state.replace_evaluator(make_evaluator(LayerGraph(working, list(current))))
-            after = metrics(working, current)["selection"]
+            after = _metrics_dict(evaluate_masked(working, current, *splits["selection"], batch_size=cfg.batch_size))
             # The loss term now measures change from the adapted network: the one the next phase starts from.
             state.objective = replace(state.objective, baseline_loss=after["loss"])
             return after
