@@ -32,3 +32,33 @@ def write_atomic(path: str | Path, write: Callable[[IO[bytes]], None]) -> Path:
         if os.path.exists(tmp):
             os.unlink(tmp)
     return path
+
+
+def check_output(path: str | Path, *, option: str, directory: bool = False) -> Path:
+    """Fail before any work starts when ``path`` cannot be written, naming ``option`` and the fix.
+
+    A long run that can only save its result at the end must not discover then that ``--out`` is a folder, lies
+    under a file, or sits in a read-only place. Nothing is created: the nearest existing ancestor folder is probed
+    with a temporary file (``os.access`` says yes to root even on a read-only mount).
+    """
+    from evoprune.errors import OutputPathError
+
+    path = Path(path)
+    if path.exists():
+        if directory and not path.is_dir():
+            raise OutputPathError(f"{option} {path}: is a file, not a folder; give a folder path or remove the file")
+        if not directory and path.is_dir():
+            raise OutputPathError(f"{option} {path}: is a folder; give a file path such as {path / 'out'}")
+    ancestor = path if directory and path.is_dir() else path.parent
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise OutputPathError(f"{option} {path}: {ancestor} is a file, so nothing can be written under it; "
+                              "choose another path")
+    try:
+        with tempfile.TemporaryFile(dir=ancestor):
+            pass
+    except OSError as exc:
+        raise OutputPathError(f"{option} {path}: cannot write in {ancestor} ({exc.strerror or exc}); "
+                              "choose a writable location") from None
+    return path

@@ -17,3 +17,7 @@ class CheckpointError(EvopruneError, ValueError):
 
 class ConfigError(EvopruneError, ValueError):
     """A setting is out of range or of the wrong kind."""
+
+
+class OutputPathError(EvopruneError, OSError):
+    """An output location (``--out``, ``--json``, ...) cannot be written: checked before any work starts."""
