@@ -21,3 +21,7 @@ class ConfigError(EvopruneError, ValueError):
 
 class OutputPathError(EvopruneError, OSError):
     """An output location (``--out``, ``--json``, ...) cannot be written: checked before any work starts."""
+
+
+class DataError(EvopruneError, ValueError):
+    """A dataset file exists but is truncated, corrupt or inconsistent; the message names the file and the fix."""
