@@ -131,9 +131,60 @@ def test_deeply_nested_input_is_refused_cleanly():
     assert height(parse("abs(" * 150 + "P" + ")" * 150)) == 150
 
 
-def test_non_finite_constants_are_refused():
-    with pytest.raises(FormulaError, match="not finite"):
+def test_literals_float64_cannot_hold_are_refused_not_rounded():
+    with pytest.raises(FormulaError, match="number 1e999 overflows float64") as info:
         parse("add(N, 1e999)")
+    assert info.value.pos == 7 and "1.8e+308" in info.value.expected
+    with pytest.raises(FormulaError, match=r"number 1e-400 underflows float64 \(it would be 0\)") as info:
+        parse("1e-400")
+    assert info.value.pos == 0 and info.value.expected == "0, or a value of at least 2.2e-308 in magnitude"
+    with pytest.raises(FormulaError, match="number -1e-400 underflows"):
+        parse("add(N, -1e-400)")
+    assert parse("add(N, 0.0e-400)") == Call("add", (Var("N"), Const(0.0)))  # a zero is a zero
+    assert parse("add(N, 5e-324)") == Call("add", (Var("N"), Const(5e-324)))  # subnormal, but not 0
+
+
+@pytest.mark.parametrize("digit", ["\u0663", "\u0969", "\uff13", "\U0001d7d1"])  # Arabic-Indic, Devanagari, fullwidth, bold 3
+def test_only_ascii_digits_make_numbers(digit):
+    text = f"sum({digit})"
+    with pytest.raises(FormulaError) as info:
+        parse(text)
+    assert info.value.reason == f"unexpected character {digit!r}"
+    assert info.value.pos == 4
+    assert info.value.expected == "a number written with the ASCII digits 0-9"
+    assert str(info.value).splitlines()[2] == "  " + " " * 4 + "^"
+
+
+def test_error_for_a_huge_formula_echoes_a_window_around_the_column():
+    text = "abs(" * 10_000 + "X" + ")" * 10_000  # 50 KB, refused at nesting level 201
+    with pytest.raises(FormulaError) as info:
+        parse(text)
+    err = info.value
+    assert err.pos == 4 * 201
+    lines = str(err).splitlines()
+    assert len(str(err)) < 400
+    shown, carets = lines[1][2:], lines[2][2:]
+    assert len(shown) <= 100 and shown.startswith("…") and shown.endswith("…")
+    column = carets.index("^")
+    assert shown[column:column + 3] == "abs" and carets.strip() == "^^^"
+    # the window holds the text around the column, in place
+    start = err.pos - column
+    assert shown[1:-1] == text[start + 1:start + len(shown) - 1]
+
+
+def test_error_for_a_huge_name_quotes_it_shortly():
+    with pytest.raises(FormulaError) as info:
+        parse("add(N, " + "x" * 50_000 + ")")
+    assert info.value.reason == "unknown operand '" + "x" * 39 + "…'"
+    assert len(str(info.value)) < 500
+
+
+def test_error_caret_stays_aligned_across_newlines_and_tabs():
+    with pytest.raises(FormulaError) as info:
+        parse("add(N,\n\tfoo)")
+    lines = str(info.value).splitlines()
+    assert lines[1] == "  add(N,  foo)"
+    assert lines[2] == "  " + " " * 8 + "^^^"
 
 
 def test_unchecked_parse_skips_typing():

@@ -7,6 +7,8 @@ from collections.abc import Iterable, Sequence
 
 from evoprune.errors import EvopruneError
 
+ECHO_WIDTH = 100  # characters of the formula echoed around the error column
+
 
 class FormulaError(EvopruneError, ValueError):
     """A formula could not be parsed or type-checked.
@@ -39,8 +41,9 @@ class FormulaError(EvopruneError, ValueError):
             head += f" (column {self.pos + 1})"
         lines = [head]
         if self.formula is not None and self.pos is not None:
-            lines.append("  " + self.formula)
-            lines.append("  " + " " * self.pos + "^" * self.length)
+            shown, column, carets = excerpt(self.formula, self.pos, self.length)
+            lines.append("  " + shown)
+            lines.append("  " + " " * column + "^" * carets)
         if self.expected:
             lines.append(f"expected {self.expected}")
         if self.suggestions:
@@ -51,6 +54,27 @@ class FormulaError(EvopruneError, ValueError):
         """The same error, re-rendered against the formula text."""
         return FormulaError(self.reason, formula=formula, pos=self.pos, length=self.length,
                              expected=self.expected, suggestions=self.suggestions)
+
+
+def excerpt(text: str, pos: int, length: int = 1, width: int = ECHO_WIDTH) -> tuple[str, int, int]:
+    """``(shown, column, carets)``: at most ``width`` characters of ``text`` around ``pos``, with ``…`` where cut.
+
+    A generated or pasted formula can be tens of kilobytes: echoing all of it buries the caret. Whitespace
+    (tabs, newlines) is shown as spaces so that the caret line stays under the right character.
+    """
+    flat = "".join(" " if ch.isspace() else ch for ch in text)
+    if len(flat) <= width:
+        return flat, pos, length
+    start = max(0, min(pos - width // 3, len(flat) - width))  # the caret lands a third of the way in
+    end = start + width
+    shown = flat[start:end]
+    if start > 0:
+        shown = "…" + shown[1:]  # replaces a character, so the caret column does not move
+    room = len(shown) - (pos - start)
+    if end < len(flat):
+        shown = shown[:-1] + "…"
+        room -= 1
+    return shown, pos - start, max(1, min(length, room))
 
 
 def close_names(name: str, known: Iterable[str], n: int = 3) -> list[str]:

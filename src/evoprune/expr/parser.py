@@ -4,7 +4,8 @@ Grammar (whitespace is free)::
 
     expr   := NAME '(' expr (',' expr)* ')'    a primitive call
             | NAME                             an operand
-            | NUMBER                           a scalar constant (extension: 0.2, -1, 1e-4)
+            | NUMBER                           a scalar constant (extension: 0.2, -1, 1e-4; ASCII digits;
+                                               a literal float64 cannot hold is refused, not rounded to 0 or inf)
 
 A hand-written recursive-descent parser: no ``eval``/``exec``. Every error is a :class:`FormulaError`
 pointing at the column, saying what was expected, suggesting close names and checking arities; a
@@ -14,8 +15,9 @@ offending call too.
 
 from __future__ import annotations
 
-import math
 import re
+import sys
+import unicodedata
 from dataclasses import dataclass
 
 from evoprune.expr.errors import FormulaError, close_names
@@ -24,8 +26,16 @@ from evoprune.expr.operands import OPERANDS
 from evoprune.expr.primitives import PRIMITIVES
 
 _TOKEN = re.compile(
-    r"\s*(?:(?P<num>[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)|(?P<name>[A-Za-z_][A-Za-z0-9_]*)|(?P<sym>[(),])|(?P<bad>\S))"
+    # [0-9], not \d: \d and float() also accept other scripts' digits ('٣' would silently be 3.0)
+    r"\s*(?:(?P<num>[-+]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]+)?)|(?P<name>[A-Za-z_][A-Za-z0-9_]*)"
+    r"|(?P<sym>[(),])|(?P<bad>\S))"
 )
+_NAME_SHOWN = 40  # characters of a bad name or number quoted in a message (the excerpt shows the rest)
+
+
+def _cut(text: str) -> str:
+    """A token cut to a readable length for a message (a generated name can be kilobytes long)."""
+    return text if len(text) <= _NAME_SHOWN else text[:_NAME_SHOWN - 1] + "…"
 MAX_DEPTH = 200  # deeper formulas are refused (recursion guard for untrusted input)
 
 
@@ -47,8 +57,11 @@ def _tokenize(text: str) -> list[_Tok]:
         assert kind is not None
         start = m.start(kind)
         if kind == "bad":
-            raise FormulaError(f"unexpected character {m.group(kind)!r}", formula=text, pos=start,
-                               expected="a name, a number, '(', ',' or ')'")
+            char = m.group(kind)
+            expected = "a name, a number, '(', ',' or ')'"
+            if char.isdigit() or unicodedata.category(char) == "Nd":
+                expected = "a number written with the ASCII digits 0-9"
+            raise FormulaError(f"unexpected character {char!r}", formula=text, pos=start, expected=expected)
         toks.append(_Tok(kind, m.group(kind), start))
         i = m.end()
     toks.append(_Tok("end", "", len(text.rstrip()) if text.strip() else 0))
@@ -74,17 +87,26 @@ class _Parser:
                             length=length if length is not None else max(1, len(tok.text)))
 
     def describe(self, tok: _Tok) -> str:
-        return "end of formula" if tok.kind == "end" else repr(tok.text)
+        return "end of formula" if tok.kind == "end" else repr(_cut(tok.text))
+
+    def number(self, tok: _Tok) -> float:
+        """The literal's float64 value; a literal that float64 cannot hold is refused, not rounded to 0 or inf."""
+        value = float(tok.text)
+        if value in (float("inf"), float("-inf")):
+            raise self.fail(f"number {_cut(tok.text)} overflows float64", tok,
+                            expected=f"a value of at most {sys.float_info.max:.1e} in magnitude")
+        mantissa = re.split("[eE]", tok.text)[0]
+        if value == 0.0 and any(ch in "123456789" for ch in mantissa):
+            raise self.fail(f"number {_cut(tok.text)} underflows float64 (it would be 0)", tok,
+                            expected=f"0, or a value of at least {sys.float_info.min:.1e} in magnitude")
+        return value
 
     def expr(self, depth: int) -> Node:
         tok = self.take()
         if depth > MAX_DEPTH:
             raise self.fail(f"formula nested deeper than {MAX_DEPTH} levels", tok)
         if tok.kind == "num":
-            value = float(tok.text)
-            if not math.isfinite(value):
-                raise self.fail(f"constant {tok.text} is not finite", tok)
-            return Const(value, pos=tok.pos)
+            return Const(self.number(tok), pos=tok.pos)
         if tok.kind != "name":
             raise self.fail(f"unexpected {self.describe(tok)}", tok, expected="a function call, an operand or a number")
         is_call = self.peek().kind == "sym" and self.peek().text == "("
@@ -95,13 +117,13 @@ class _Parser:
                 spec = PRIMITIVES[tok.text]
                 raise self.fail(f"function {tok.text!r} needs {spec.arity} argument{'s' * (spec.arity > 1)}",
                                 tok, expected=f"'(' after {tok.text}")
-            raise self.fail(f"unknown operand {tok.text!r}", tok, expected="one of " + ", ".join(OPERANDS),
+            raise self.fail(f"unknown operand {repr(_cut(tok.text))}", tok, expected="one of " + ", ".join(OPERANDS),
                             suggestions=close_names(tok.text, list(OPERANDS) + list(PRIMITIVES)))
         if tok.text not in PRIMITIVES:
             if tok.text in OPERANDS:
                 raise self.fail(f"{tok.text!r} is an operand, not a function", tok,
                                 expected=f"{tok.text} without arguments")
-            raise self.fail(f"unknown function {tok.text!r}", tok, expected="a primitive name",
+            raise self.fail(f"unknown function {repr(_cut(tok.text))}", tok, expected="a primitive name",
                             suggestions=close_names(tok.text, PRIMITIVES))
         spec = PRIMITIVES[tok.text]
         self.take()  # '('
