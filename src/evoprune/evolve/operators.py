@@ -4,15 +4,17 @@ Individuals are plain ``deap.gp.PrimitiveTree`` objects built by :func:`evoprune
 ``creator`` classes (no global state, nothing to re-create in workers) and no ``gp.compile`` (no ``eval``). A tree
 is scored through our interpreter from its formula (:func:`evoprune.expr.from_deap`).
 
-Operators: ``gp.cxOnePoint`` (typed one-point crossover), ``gp.mutUniform`` with ``gp.genFull`` / ``genGrow`` /
-``genHalfAndHalf`` subtrees, ``genHalfAndHalf`` for random initial trees. A child is *valid* when it is within the
+Operators: :func:`one_point_crossover` (typed one-point crossover, our own: see there why), ``gp.mutUniform`` with
+``gp.genFull`` / ``genGrow`` / ``genHalfAndHalf`` subtrees, ``genHalfAndHalf`` for random initial trees. A child is *valid* when it is within the
 height and size limits (the check DEAP's ``staticLimit`` makes), type-checks, and gives finite scores for every
 channel of two synthetic layers (a conv-like and a linear-like one). An invalid child is retried from the original
 parents; after ``max_retries`` failed attempts the parents are kept, so a generation always finishes.
 
 DEAP's operators draw from the global :mod:`random` module. :func:`rng_scope` swaps a run's own
 :class:`random.Random` state in for the duration of an operator and out again, so evolution randomness is one
-serialisable stream (checkpointed each generation) and nothing else in the process disturbs it.
+serialisable stream (checkpointed each generation) and nothing else in the process disturbs it. Every draw is
+from a list in a fixed order (the primitive set's lists, tree positions, types sorted by name), never from a set
+or dict whose order follows hashes or object addresses, so a seed gives the same trees in every process.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import random
+from collections import defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -45,6 +48,34 @@ def rng_scope(rng: random.Random) -> Iterator[None]:
     finally:
         rng.setstate(random.getstate())
         random.setstate(outside)
+
+
+def _type_name(type_: type) -> str:
+    return f"{type_.__module__}.{type_.__qualname__}"
+
+
+def one_point_crossover(a: Tree, b: Tree, rng: random.Random) -> bool:
+    """Swap, in place, a random subtree of ``a`` with a random subtree of ``b`` of the same type.
+
+    The type is drawn uniformly among the result types found below both roots, then a node of that type uniformly
+    in each tree (the distribution of DEAP's ``cxOnePoint``). The types are ordered by name before the draw:
+    ``cxOnePoint`` draws from a ``set`` of type classes, whose order follows their addresses, so the same seed gave
+    different children in different processes. Returns False (trees untouched) when there is no common type.
+    """
+    positions: list[dict[str, list[int]]] = []
+    for tree in (a, b):
+        by_type: dict[str, list[int]] = defaultdict(list)
+        for index in range(1, len(tree)):
+            by_type[_type_name(tree[index].ret)].append(index)
+        positions.append(by_type)
+    common = sorted(positions[0].keys() & positions[1].keys())
+    if not common:
+        return False
+    type_ = rng.choice(common)
+    slice_a = a.searchSubtree(rng.choice(positions[0][type_]))
+    slice_b = b.searchSubtree(rng.choice(positions[1][type_]))
+    a[slice_a], b[slice_b] = b[slice_b], a[slice_a]
+    return True
 
 
 @dataclass(frozen=True)
@@ -183,17 +214,13 @@ class Variation:
         Returns ``(child_a, child_b, changed)``; on giving up, copies of the parents and ``changed=False``.
         """
         stats.crossovers += 1
-        with rng_scope(rng):
-            for _ in range(self.config.max_retries):
-                c1, c2 = copy.deepcopy(a), copy.deepcopy(b)
-                try:
-                    c1, c2 = gp.cxOnePoint(c1, c2)
-                except (IndexError, TypeError):
-                    stats.invalid += 1
-                    continue
-                if self.is_valid(c1) and self.is_valid(c2):
-                    return c1, c2, True
-                stats.invalid += 1
+        for _ in range(self.config.max_retries):
+            c1, c2 = copy.deepcopy(a), copy.deepcopy(b)
+            if not one_point_crossover(c1, c2, rng):
+                break  # no common type: no attempt can succeed
+            if self.is_valid(c1) and self.is_valid(c2):
+                return c1, c2, True
+            stats.invalid += 1
         stats.gave_up += 1
         return copy.deepcopy(a), copy.deepcopy(b), False
 
