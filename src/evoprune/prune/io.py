@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from evoprune.checkpoint import load_checkpoint, save_checkpoint
+from evoprune.checkpoint import describe, first_line, load_checkpoint, save_checkpoint
 from evoprune.errors import CheckpointError
 from evoprune.prune.errors import PruningError
 from evoprune.prune.graph import ModelGraph
@@ -48,25 +48,78 @@ def save_pruned(
     return save_checkpoint(path, model.cpu(), arch=arch, arch_kwargs=arch_kwargs, meta={**(meta or {}), "pruning": record})
 
 
+def _is_index(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def check_pruning_record(record: object) -> None:
+    """Refuse a ``meta["pruning"]`` record of the wrong shape or types (CheckpointError naming the field)."""
+    if not isinstance(record, dict):
+        raise CheckpointError(f"field 'meta.pruning' must be a dict, found {describe(record)}")
+    if record.get("format") != PRUNING_FORMAT:
+        raise CheckpointError(f"field 'meta.pruning.format' is {describe(record.get('format'))}, "
+                              f"expected {PRUNING_FORMAT!r}")
+    shape = record.get("input_shape")
+    if shape is not None and not (isinstance(shape, list) and len(shape) == 3 and all(
+            _is_index(v) and v > 0 for v in shape)):
+        raise CheckpointError(f"field 'meta.pruning.input_shape' must be [channels, height, width] of positive "
+                              f"integers, found {describe(shape)}")
+    history = record.get("history")
+    if not isinstance(history, list):
+        raise CheckpointError(f"field 'meta.pruning.history' must be a list, found {describe(history)}")
+    for step, entry in enumerate(history):
+        if not (isinstance(entry, (list, tuple)) and len(entry) == 3 and isinstance(entry[0], str) and entry[0]
+                and isinstance(entry[1], bool) and isinstance(entry[2], list) and all(_is_index(i) for i in entry[2])):
+            raise CheckpointError(f"field 'meta.pruning.history[{step}]' must be [layer name, true/false, "
+                                  f"[channel indices >= 0]], found {describe(entry)}")
+
+
 def replay_history(model: nn.Module, history: list[list[Any]], example_inputs: torch.Tensor) -> nn.Module:
-    """Apply a recorded pruning history to a freshly built (unpruned) model, in place."""
+    """Apply a recorded pruning history to a freshly built (unpruned) model, in place.
+
+    Each step is checked against the model as it stands (the layer exists and can be pruned, its indices are
+    distinct, within its current channel count and leave at least one channel), because Torch-Pruning would
+    otherwise shrink a layer's declared size without its weights for an index out of range.
+    """
     graph = ModelGraph(model, example_inputs)
-    try:
-        graph.DG.load_pruning_history([[str(n), bool(o), [int(i) for i in idxs]] for n, o, idxs in history])
-    except (AttributeError, IndexError, RuntimeError, ValueError) as exc:
-        raise PruningError(f"the pruning history does not fit this model ({type(exc).__name__}: {exc})") from exc
+    for step, (name, out, idxs) in enumerate(history):
+        name = str(name)
+        where = f"step {step} ({name[:80]!r}, {'output' if out else 'input'} channels)"
+        try:
+            module = model.get_submodule(name)
+        except AttributeError as exc:
+            raise PruningError(f"{where}: {type(model).__name__} has no such layer") from exc
+        pruner = graph.DG.get_pruner_of_module(module)
+        if pruner is None or module not in graph.DG.module2node:
+            raise PruningError(f"{where}: a {type(module).__name__} is not a prunable layer of the model")
+        if out and name == graph.output_layer:
+            raise PruningError(f"{where}: the output layer; its outputs are the classes and are never pruned")
+        width = int(pruner.get_out_channels(module) if out else pruner.get_in_channels(module))
+        indices = [int(i) for i in idxs]
+        outside = [i for i in indices if not 0 <= i < width]
+        if outside or len(set(indices)) != len(indices) or len(indices) >= width:
+            problem = (f"indices {outside[:5]} are outside 0..{width - 1}" if outside
+                       else "indices repeat" if len(set(indices)) != len(indices)
+                       else f"removes all {width} channels")
+            raise PruningError(f"{where}: {problem}; the layer has {width} channels at this step")
+        try:
+            graph.DG.load_pruning_history([[name, bool(out), indices]])
+        except (AttributeError, IndexError, RuntimeError, ValueError) as exc:
+            raise PruningError(f"{where} does not fit this model ({first_line(exc)})") from exc
     return model
 
 
 def apply_pruning_record(model: nn.Module, record: dict[str, Any], arch_kwargs: dict[str, Any]) -> nn.Module:
     """Shrink a freshly built zoo model as a checkpoint's ``meta["pruning"]`` record says (in place)."""
-    if record.get("format") != PRUNING_FORMAT:
-        raise CheckpointError(f"unknown pruning record format {record.get('format')!r}")
-    shape = record.get("input_shape") or list(example_input(arch_kwargs).shape[1:])
+    check_pruning_record(record)
+    expected = list(example_input(arch_kwargs).shape[1:])
+    shape = record.get("input_shape") or expected
+    if shape != expected:
+        raise CheckpointError(f"field 'meta.pruning.input_shape' is {shape} but 'arch_kwargs' give inputs of {expected}")
     try:
         return replay_history(model, record["history"], torch.zeros(1, *shape))
     except PruningError as exc:
-        raise CheckpointError(str(exc)) from exc
+        raise CheckpointError(f"field 'meta.pruning.history' does not fit the model: {exc}") from exc
 
 
 def load_pruned(path: str | Path, *, map_location: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
