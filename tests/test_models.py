@@ -7,6 +7,7 @@ import torch
 import torch_pruning as tp
 from torch import nn
 
+from evoprune.errors import ConfigError
 from evoprune.models import available_models, build_model, get_builder, prunable_weights, register_model
 
 torch.set_num_threads(1)
@@ -68,7 +69,7 @@ def test_name_lookup_ignores_case_and_hyphens() -> None:
 
 
 def test_unknown_kwarg_lists_accepted_ones() -> None:
-    with pytest.raises(TypeError, match="unexpected argument.*dept.*accepts: depth, width"):
+    with pytest.raises(ConfigError, match="unexpected argument.*dept.*accepts: depth, width"):
         build_model("resnet_cifar", dept=20)
 
 
@@ -332,3 +333,8 @@ def test_torch_pruning_traces_and_prunes(name: str, shape: tuple[int, int, int],
     assert n_params(model) < before
     if name == "lenet5":
         assert model.fc1.in_features == model.conv2.out_channels * 16
+
+
+def test_bad_model_argument_value_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="cannot be built with width='wide'.*accepts: depth, width"):
+        build_model("vgg", width="wide")

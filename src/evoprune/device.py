@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from evoprune.errors import ConfigError
+
 
 def resolve_device(spec: str | torch.device = "auto") -> torch.device:
     """Turn ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:1"`` or ``"mps"`` into a usable ``torch.device``.
@@ -23,9 +25,9 @@ def resolve_device(spec: str | torch.device = "auto") -> torch.device:
     try:
         device = torch.device(text)
     except RuntimeError as exc:
-        raise ValueError(f"--device {spec!r} is not a device name; use auto, cpu, cuda or cuda:N") from exc
+        raise ConfigError(f"--device {spec!r} is not a device name; use auto, cpu, cuda or cuda:N") from exc
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"--device {spec!r} asks for CUDA but no CUDA GPU is available here; use --device auto or cpu")
+        raise ConfigError(f"--device {spec!r} asks for CUDA but no CUDA GPU is available here; use --device auto or cpu")
     if device.type == "mps" and not torch.backends.mps.is_available():
-        raise ValueError(f"--device {spec!r} asks for MPS but it is not available here; use --device auto or cpu")
+        raise ConfigError(f"--device {spec!r} asks for MPS but it is not available here; use --device auto or cpu")
     return device

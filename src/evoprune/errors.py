@@ -19,6 +19,10 @@ class ConfigError(EvopruneError, ValueError):
     """A setting is out of range or of the wrong kind."""
 
 
+class TrainingError(EvopruneError, RuntimeError):
+    """Training diverged (the loss became NaN or infinite): the message names the run and the setting to change."""
+
+
 class OutputPathError(EvopruneError, OSError):
     """An output location (``--out``, ``--json``, ...) cannot be written: checked before any work starts."""
 

@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.markdown import Markdown
 from rich.table import Table
 
+from evoprune.atomic import check_output
 from evoprune.bench import RunOptions, Target, available_targets, get_target, parse_seeds
 from evoprune.cli.common import apply_threads
 from evoprune.errors import ConfigError
@@ -95,6 +96,9 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"choose a protocol: evoprune bench {target.name} --preset {{{','.join(target.presets)}}} "
                           f"(see --list-presets)")
     apply_threads(args.threads)
+    check_output(args.out, option="--out", directory=True)
+    if args.cache is not None:
+        check_output(args.cache, option="--cache", directory=True)
     changes: dict[str, Any] = {"seeds": args.seeds, "device": args.device}
     changes.update({o.field: getattr(args, f"opt_{o.field}") for o in target.options})
     settings = replace(target.preset(args.preset), **{k: v for k, v in changes.items() if v is not None})

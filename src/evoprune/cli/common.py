@@ -53,3 +53,18 @@ def _parse_value(raw: str) -> Any:
         except ValueError:
             pass
     return raw
+
+
+def check_fits_data(arch_kwargs: dict[str, Any], data: Any, *, source: str) -> None:
+    """Refuse, before any work, a model built for another input shape or class count than ``data`` has."""
+    from evoprune.models.utils import as_image_size
+
+    built = (arch_kwargs.get("in_channels"), as_image_size(arch_kwargs["image_size"]) if "image_size" in arch_kwargs
+             else None, arch_kwargs.get("num_classes"))
+    have = (data.in_channels, tuple(data.image_size), data.num_classes)
+    if any(b is not None and b != h for b, h in zip(built, have)):
+        def shape(c: Any, size: Any, k: Any) -> str:
+            return f"{c}×{size[0]}×{size[1]} images, {k} classes" if size else f"{c} channels, {k} classes"
+
+        raise ConfigError(f"{source} was built for {shape(*built)}, but {data.name} has {shape(*have)}; "
+                          "use the dataset it was trained on (leave out --data) or a matching checkpoint")

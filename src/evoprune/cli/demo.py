@@ -11,6 +11,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.markup import escape
 
+from evoprune.atomic import check_output
 from evoprune.cli.common import add_runtime_args, apply_threads
 
 
@@ -35,6 +36,7 @@ def run(args: argparse.Namespace) -> int:
     from evoprune.demo import run_demo, summary_table
 
     apply_threads(args.threads)
+    check_output(args.out, option="--out", directory=True)
     console = Console()
     result = run_demo(
         args.out, seed=args.seed, device=args.device, threads=args.threads, progress=not args.quiet,

@@ -11,7 +11,8 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from evoprune.cli.common import add_runtime_args, apply_threads, parse_key_values
+from evoprune.atomic import check_output, write_atomic
+from evoprune.cli.common import add_runtime_args, apply_threads, check_fits_data, parse_key_values
 from evoprune.data import load_dataset
 from evoprune.errors import ConfigError
 from evoprune.prune import (
@@ -109,14 +110,26 @@ def _load(args: argparse.Namespace) -> tuple[Any, str, dict[str, Any], dict[str,
     return None, args.model, parse_key_values(args.model_arg, option="--model-arg"), {}, []
 
 
+def _check_options(args: argparse.Namespace) -> None:
+    for flag, value in (("--latency-batch", args.latency_batch), ("--latency-repeats", args.latency_repeats),
+                        ("--scoring-samples", args.scoring_samples)):
+        if value < 1:
+            raise ConfigError(f"{flag} must be ≥ 1, got {value}")
+    if args.onnx is not None:
+        check_output(args.onnx, option="--onnx")
+
+
 def run(args: argparse.Namespace) -> int:
     apply_threads(args.threads)
     import torch
 
+    _check_options(args)
     model, arch, arch_kwargs, meta, history = _load(args)
     data_name = args.data or meta.get("dataset") or "mnist5k"
     normalize = args.normalize if args.normalize is not None else bool(meta.get("normalize", False))
     data = load_dataset(data_name, root=args.data_dir, seed=args.seed, val_fraction=args.val_fraction, normalize=normalize)
+    if args.checkpoint is not None:
+        check_fits_data(arch_kwargs, data, source=f"checkpoint {args.checkpoint}")
     if model is None:
         from evoprune.models import build_model
 
@@ -125,6 +138,11 @@ def run(args: argparse.Namespace) -> int:
         torch.manual_seed(args.seed)
         model = build_model(arch, **arch_kwargs)
     schedule = _schedule(args)
+    metric_tag = re.sub(r"[^A-Za-z0-9_]+", "", args.metric)[:24] if re.fullmatch(r"[\w-]+", args.metric) else "formula"
+    out = args.out or Path("runs") / f"{arch}-{data.name}-{metric_tag}-pruned.pt"
+    json_path = args.json or out.with_suffix(".json")
+    check_output(out, option="--out")
+    check_output(json_path, option="--json")
     finetune = None
     if args.finetune_epochs != 0:
         finetune = get_train_preset(args.finetune_preset).with_overrides(
@@ -138,8 +156,6 @@ def run(args: argparse.Namespace) -> int:
     console.print(f"pruning [bold]{arch}[/] on {data.describe()} with metric [bold]{args.metric}[/]")
     pruner.prune(model, data, prior_history=history)
     result = pruner.result_
-    metric_tag = re.sub(r"[^A-Za-z0-9_]+", "", args.metric)[:24] if re.fullmatch(r"[\w-]+", args.metric) else "formula"
-    out = args.out or Path("runs") / f"{arch}-{data.name}-{metric_tag}-pruned.pt"
     pruner.save(out, arch=arch, arch_kwargs=arch_kwargs, meta={
         "dataset": data.name, "seed": args.seed, "normalize": normalize, "metric": args.metric,
         "val_accuracy": result.after.val_accuracy, "test_accuracy": result.after.test_accuracy,
@@ -151,9 +167,7 @@ def run(args: argparse.Namespace) -> int:
     report = {"model": arch, "arch_kwargs": {k: list(v) if isinstance(v, tuple) else v for k, v in arch_kwargs.items()},
               "data": data.name, "seed": args.seed, "checkpoint": str(out), "source_checkpoint": str(args.checkpoint) if args.checkpoint else None,
               "onnx": str(args.onnx) if args.onnx else None, **result.to_dict()}
-    json_path = args.json or out.with_suffix(".json")
-    json_path.parent.mkdir(parents=True, exist_ok=True)
-    json_path.write_text(json.dumps(report, indent=2) + "\n")
+    write_atomic(json_path, lambda handle: handle.write((json.dumps(report, indent=2) + "\n").encode()))
     console.print(f"pruned checkpoint: {out}; results: {json_path}" + (f"; ONNX: {args.onnx}" if args.onnx else ""))
     return 0
 

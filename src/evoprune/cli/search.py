@@ -10,7 +10,8 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from evoprune.cli.common import add_runtime_args, apply_threads
+from evoprune.atomic import check_output
+from evoprune.cli.common import add_runtime_args, apply_threads, check_fits_data
 from evoprune.errors import ConfigError
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -86,6 +87,7 @@ def _model_and_data(args: argparse.Namespace, console: Console) -> tuple[torch.n
         name = args.data or meta.get("dataset") or "mnist5k"
         data = load_dataset(name, root=args.data_dir, seed=int(meta.get("seed", args.seed)),
                             val_fraction=args.val_fraction, normalize=bool(meta.get("normalize", False)))
+        check_fits_data(payload["arch_kwargs"], data, source=f"checkpoint {args.checkpoint}")
         return model, data, {"checkpoint": str(args.checkpoint), "arch": payload["arch"], "dataset": data.name}
     from evoprune.models import build_model
     from evoprune.train import default_preset_for, evaluate_split, get_train_preset, train
@@ -139,12 +141,15 @@ def run(args: argparse.Namespace) -> int:
     apply_threads(args.threads)
     console = Console()
     config = _config(args)
+    if args.out is not None:
+        check_output(args.out, option="--out", directory=True)
     model, data, source = _model_and_data(args, console)
     layers = [n.strip() for n in args.layers.split(",") if n.strip()] if args.layers else None
     if layers == []:
         raise ConfigError("--layers is empty; give comma-separated layer names or leave it out")
     algorithms = ["sa", "ga"] if args.algorithm == "both" else [args.algorithm]
     out = args.out or Path("runs") / f"search-{args.algorithm}-{args.preset}-{data.name}-s{args.seed}"
+    check_output(out, option="--out", directory=True)
     results = {}
     for algorithm in algorithms:
         result = search_masks(model, data, algorithm=algorithm, config=config, layers=layers, seed=args.seed,

@@ -12,7 +12,16 @@ from rich.table import Table
 from evoprune.cli.common import add_data_args, add_runtime_args, apply_threads, parse_key_values
 from evoprune.data import available_datasets, load_dataset
 from evoprune.models import available_models, build_model
-from evoprune.train import TRAIN_PRESETS, default_preset_for, evaluate_split, get_train_preset, train
+from evoprune.atomic import check_output
+from evoprune.train import (
+    TRAIN_PRESETS,
+    default_preset_for,
+    evaluate_split,
+    fit_augment_to_images,
+    get_train_preset,
+    train,
+)
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
@@ -33,7 +42,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--momentum", type=float, default=None)
     p.add_argument("--weight-decay", type=float, default=None)
     p.add_argument("--schedule", choices=["constant", "cosine", "step"], default=None)
-    p.add_argument("--augment", choices=["none", "shift", "crop_flip"], default=None)
+    p.add_argument("--augment", choices=["none", "shift", "crop_flip"], default=None,
+                   help="default: the preset's, but none for images under 16 px when no --preset is named")
     p.add_argument("--out", type=Path, default=None, help="checkpoint path (default runs/<model>-<data>-s<seed>.pt)")
     add_runtime_args(p)
     p.set_defaults(func=run)
@@ -43,6 +53,9 @@ def run(args: argparse.Namespace) -> int:
     apply_threads(args.threads)
     data = load_dataset(args.data, root=args.data_dir, seed=args.seed, val_fraction=args.val_fraction,
                         normalize=args.normalize)
+    out = args.out or Path("runs") / f"{args.model}-{data.name}-s{args.seed}.pt"
+    check_output(out, option="--out")
+    check_output(out.with_suffix(".json"), option="--out (its .json summary)")
     arch_kwargs = {"in_channels": data.in_channels, "num_classes": data.num_classes, "image_size": data.image_size,
                    **parse_key_values(args.model_arg, option="--model-arg")}
     preset_name = args.preset or default_preset_for(args.model)
@@ -50,16 +63,18 @@ def run(args: argparse.Namespace) -> int:
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, optimizer=args.optimizer, momentum=args.momentum,
         weight_decay=args.weight_decay, schedule=args.schedule, augment=args.augment, seed=args.seed,
     )
+    if args.preset is None and args.augment is None:
+        config = fit_augment_to_images(config, data.image_size)
     import torch
 
     torch.manual_seed(args.seed)
     model = build_model(args.model, **arch_kwargs)
     console = Console()
     console.print(f"[bold]{args.model}[/] on {data.describe()}; preset {preset_name}: "
-                  f"{config.optimizer} lr {config.lr}, {config.epochs} epochs, batch {config.batch_size}")
+                  f"{config.optimizer} lr {config.lr}, {config.epochs} epochs, batch {config.batch_size}, "
+                  f"augment {config.augment}")
     result = train(model, data, config, device=args.device, progress=not args.quiet, description=f"train {args.model}")
     test = evaluate_split(model, data.test)
-    out = args.out or Path("runs") / f"{args.model}-{data.name}-s{args.seed}.pt"
     from evoprune.checkpoint import save_checkpoint
 
     save_checkpoint(out, model.cpu(), arch=args.model, arch_kwargs=arch_kwargs, meta={

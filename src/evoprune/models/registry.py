@@ -100,22 +100,26 @@ def build_model(
 ) -> nn.Module:
     """Build the zoo model ``name`` for the given input shape and class count.
 
-    Extra keyword arguments go to the builder (e.g. ``depth``, ``width``); an argument
-    the builder does not know raises TypeError listing the ones it does.
+    Extra keyword arguments go to the builder (e.g. ``depth``, ``width``); an argument the builder does not know,
+    or a value it cannot use, raises ConfigError listing the arguments it accepts.
     """
     builder = get_builder(name)
     params = inspect.signature(builder).parameters
     accepts_var_kw = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
     unknown = [k for k in kwargs if k not in params or k in _COMMON_KWARGS]
+    options = ", ".join(k for k in params if k not in _COMMON_KWARGS) or "no extra arguments"
     if unknown and not accepts_var_kw:
-        options = [k for k in params if k not in _COMMON_KWARGS]
-        raise TypeError(
+        raise ConfigError(
             f"model {_normalise(name)!r} got unexpected argument(s) {', '.join(sorted(unknown))}; "
-            f"it accepts: {', '.join(options) or 'no extra arguments'}"
+            f"it accepts: {options} (e.g. --model-arg KEY=VALUE)"
         )
-    return builder(
-        in_channels=check_positive_int(in_channels, "in_channels"),
-        num_classes=check_positive_int(num_classes, "num_classes"),
-        image_size=as_image_size(image_size),
-        **kwargs,
-    )
+    common = {"in_channels": check_positive_int(in_channels, "in_channels"),
+              "num_classes": check_positive_int(num_classes, "num_classes"), "image_size": as_image_size(image_size)}
+    try:
+        return builder(**common, **kwargs)
+    except ConfigError:
+        raise
+    except (TypeError, ValueError) as exc:  # a value of the wrong kind, e.g. depth="deep"
+        given = ", ".join(f"{k}={v!r}" for k, v in kwargs.items()) or "no extra arguments"
+        raise ConfigError(f"model {_normalise(name)!r} cannot be built with {given}: {exc}; "
+                          f"it accepts: {options}") from exc

@@ -167,6 +167,9 @@ class ChannelPruner:
             raise PruningError(f"the model gives {n_out} outputs but {data.name} has {data.num_classes} classes; "
                                "prune a model trained on this dataset")
         schedule = self._resolve_schedule(graph)
+        if schedule.macs_target is not None and schedule.ratio:
+            raise PruningError(f"macs_target solves for the ratio, so ratio {schedule.ratio:g} would be ignored; "
+                               "give one of --ratio and --macs-target")
         groups = graph.prunable_groups(schedule.ignore)
         if not groups:
             raise PruningError("nothing to prune: every conv/linear layer is ignored or is the output layer")
