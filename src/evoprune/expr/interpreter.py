@@ -14,10 +14,15 @@ for every channel k, as one tensor ``[C]``. Two strategies, chosen per tree:
 Trees that use no per-class operand (``P``, ``Q``, ``N``, ``mP``, ``mQ``) are evaluated once, without the
 class sum: it would only multiply every channel's score by the number of classes. Identical subtrees
 are computed once. The raw result may contain NaN/inf; :func:`sanitize_scores` maps those to −inf.
+
+Channels are scored independently (only ``W`` spans them all), so both strategies evaluate them in blocks sized
+by :mod:`evoprune.expr.memory` from the tree's symbolic shapes and the layer's sizes: memory stays within
+``EVOPRUNE_EVAL_MEMORY_GB``, and a formula too large for even one channel is refused before allocating.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property, lru_cache
@@ -26,9 +31,11 @@ import torch
 from torch import Tensor
 
 from evoprune.expr.errors import FormulaError
+from evoprune.expr.memory import LIMIT_ENV, footprint, memory_limit
 from evoprune.expr.nodes import Call, Const, Node, Var, walk
 from evoprune.expr.operands import CLASS_OPERANDS, MAP_OPERANDS, SAMPLE_MATRICES
 from evoprune.expr.primitives import MOMENT_REDUCERS, PRIMITIVES
+from evoprune.expr.printer import to_prefix
 from evoprune.expr.shapes import Shape
 from evoprune.expr.stats import ClassStats
 from evoprune.expr.typecheck import infer_all
@@ -202,13 +209,20 @@ def evaluate(
     weight: Tensor | None = None,
     dtype: torch.dtype = torch.float64,
     strategy: str = "auto",
+    layer: str | None = None,
 ) -> Tensor:
     """Raw per-channel scores ``[C]`` (higher = more important; may be non-finite).
 
     ``stats``: sufficient statistics of the layer's feature maps; ``features``: raw maps ``[N, C, ...]``
     (needed only by trees that do matrix work on P/Q/X; also accepted instead of ``stats``);
     ``labels``: ``[N]`` class indices for ``features``; ``weight``: the layer weight ``[C_out, ...]``;
-    ``strategy``: "auto", or force "moments" / "materialised" (tests compare the two).
+    ``strategy``: "auto", or force "moments" / "materialised" (tests compare the two); ``layer``: the
+    layer's name, for messages.
+
+    Channels are evaluated in blocks whose values fit :func:`~evoprune.expr.memory.memory_limit`; a formula
+    whose values for a single channel do not fit raises :class:`FormulaError` before anything is allocated.
+    Where a linear-algebra routine fails on a degenerate input, that block's channels score NaN (ranked as
+    non-finite scores are) instead of aborting the whole scoring.
     """
     if strategy not in ("auto", "moments", "materialised"):
         raise ValueError(f"strategy must be auto, moments or materialised, got {strategy!r}")
@@ -218,6 +232,7 @@ def evaluate(
     c = _channels(stats, features, weight)
     device = stats.count.device if stats is not None else (features if features is not None else weight).device
     env: dict[str, object] = {}
+    fan_in = 1
     if info.uses_weight:
         if weight is None:
             raise ValueError("this formula uses WI/W: the layer weight is required")
@@ -226,9 +241,12 @@ def evaluate(
             raise ValueError(f"weight has {w.shape[0]} output channels, the feature maps have {c}")
         env["WI"] = w[:, None, :]
         env["W"] = w[None, None]
+        fan_in = w.shape[1]
+    budget = _Budget(tree, shapes, info, c, fan_in, dtype, layer)
     if not info.uses_maps:
-        ev = _Evaluator(shapes, env, dtype, device)
-        return _reduce(ev.value(tree), info.shape).sum(1).expand(c).clone()
+        step = budget.block(samples=1, positions=1, classes=1, materialised=False)
+        return _in_blocks(c, step, lambda sl: _evaluate_weights(tree, shapes, info, _sliced(env, sl), sl, dtype,
+                                                                device), dtype, device)
     materialise = info.needs_features or strategy == "materialised"
     if materialise and features is None:
         raise ValueError("this formula applies matrix operations to P/Q/X: the layer's raw feature maps "
@@ -236,15 +254,74 @@ def evaluate(
     if info.label_aware and labels is None and not (stats is not None and stats.labelled and not materialise):
         raise ValueError("this formula is label-aware (uses P, Q, N, mP or mQ): labels are required")
     if materialise:
-        return _evaluate_materialised(tree, shapes, info, env, features, labels, dtype, device, c)
+        n = features.shape[0]
+        flat = features.detach().reshape(n, c, -1)
+        step = budget.block(samples=n, positions=flat.shape[2], classes=1, materialised=True)
+        return _in_blocks(c, step, lambda sl: _evaluate_materialised(
+            tree, shapes, info, _sliced(env, sl), flat[:, sl], labels, dtype, device), dtype, device)
     if stats is None:
         if features is None:
             raise ValueError("this formula uses feature maps: give stats or features")
         stats = ClassStats.from_features(features, labels if info.label_aware else None)
-    return _evaluate_moments(tree, shapes, info, env, stats, dtype, c)
+    return _evaluate_moments(tree, shapes, info, env, stats, dtype, c, budget)
 
 
-def _evaluate_moments(tree, shapes, info: TreeInfo, env, stats: ClassStats, dtype, c: int) -> Tensor:
+class _Budget:
+    """The memory limit applied to one tree on one layer: how many channels to evaluate together."""
+
+    def __init__(self, tree: Node, shapes: dict[Node, Shape], info: TreeInfo, channels: int, fan_in: int,
+                 dtype: torch.dtype, layer: str | None) -> None:
+        self.tree, self.shapes, self.info = tree, shapes, info
+        self.channels, self.fan_in, self.layer = channels, fan_in, layer
+        self.itemsize = torch.empty((), dtype=dtype).element_size()
+
+    def block(self, *, samples: int, positions: int, classes: int, materialised: bool) -> int:
+        """Channels per block; raises :class:`FormulaError` if a single channel does not fit the limit."""
+        sizes = {"n": samples, "D": positions, "K": self.fan_in, "F": self.channels}
+        fp = footprint(self.shapes, sizes, classes=classes, materialised=materialised,
+                       label_aware=self.info.label_aware)
+        limit = memory_limit()
+        step = fp.block(self.channels, limit, self.itemsize)
+        if step == 0:
+            need = fp.bytes(1, self.itemsize)
+            formula = to_prefix(self.tree)
+            if len(formula) > 80:
+                formula = formula[:79] + "…"
+            where = f"layer {self.layer!r}" if self.layer is not None else "this layer"
+            used = {d for shape in self.shapes.values() for d in shape.dims}
+            described = {"n": f"{samples} samples", "D": f"{positions} positions per map",
+                         "K": f"fan-in {self.fan_in}", "F": f"{self.channels} filters"}
+            dims = [text for d, text in described.items() if d in used or (d == "n" and used & {"n_P", "n_Q"})]
+            raise FormulaError(
+                f"formula {formula} needs about {need / 1e9:.3g} GB of intermediate values for a single channel "
+                f"of {where} ({', '.join(dims)}), over the limit of {limit / 1e9:.3g} GB: score on fewer samples, "
+                f"simplify the formula, or raise the limit (e.g. {LIMIT_ENV}={max(1, math.ceil(need / 1e9))})")
+        return step
+
+
+def _sliced(env: dict[str, object], sl: slice) -> dict[str, object]:
+    """The operands for a block of channels (only WI differs per channel; W is the whole kernel)."""
+    return dict(env, WI=env["WI"][sl]) if "WI" in env else dict(env)
+
+
+def _in_blocks(c: int, step: int, run: Callable[[slice], Tensor], dtype: torch.dtype, device) -> Tensor:
+    """``run`` over consecutive channel blocks of size ``step``, concatenated; a failed LAPACK call gives NaN."""
+    out = []
+    for c0 in range(0, c, step):
+        sl = slice(c0, min(c, c0 + step))
+        try:
+            out.append(run(sl))
+        except torch.linalg.LinAlgError:  # e.g. an SVD that does not converge on a finite but degenerate matrix
+            out.append(torch.full((sl.stop - c0,), math.nan, dtype=dtype, device=device))
+    return out[0] if len(out) == 1 else torch.cat(out)
+
+
+def _evaluate_weights(tree, shapes, info: TreeInfo, env, sl: slice, dtype, device) -> Tensor:
+    ev = _Evaluator(shapes, env, dtype, device)
+    return _reduce(ev.value(tree), info.shape).sum(1).expand(sl.stop - sl.start).clone()
+
+
+def _evaluate_moments(tree, shapes, info: TreeInfo, env, stats: ClassStats, dtype, c: int, budget: _Budget) -> Tensor:
     st = stats.present()
     d, classes = st.positions, st.count.shape[0]
     cnt = st.count.to(dtype)[None, :]  # [1, L]
@@ -255,14 +332,11 @@ def _evaluate_moments(tree, shapes, info: TreeInfo, env, stats: ClassStats, dtyp
     pos = st.pos_sum.permute(1, 0, 2).to(dtype)  # [C, L, D] (a view for float64)
     # Channels are scored independently (only W spans them all): evaluate a block of channels at a time so
     # that a [channels, L, D] temporary stays near BLOCK_ELEMENTS (cache-sized, and reused by the allocator
-    # instead of fresh pages for every node).
-    step = max(1, BLOCK_ELEMENTS // (classes * d))
-    out = []
-    for c0 in range(0, c, step):
-        sl = slice(c0, min(c, c0 + step))
-        env_b = dict(env, WI=env["WI"][sl]) if "WI" in env else env
-        out.append(_moments_block(tree, shapes, info, env_b, cnt, s1[sl], s2[sl], pos[sl], d, sl.stop - c0))
-    return out[0] if len(out) == 1 else torch.cat(out)
+    # instead of fresh pages for every node), and the whole block within the memory limit.
+    step = min(max(1, BLOCK_ELEMENTS // (classes * d)),
+               budget.block(samples=int(st.count.sum()), positions=d, classes=classes, materialised=False))
+    return _in_blocks(c, step, lambda sl: _moments_block(tree, shapes, info, _sliced(env, sl), cnt, s1[sl], s2[sl],
+                                                         pos[sl], d, sl.stop - sl.start), dtype, cnt.device)
 
 
 def _moments_block(tree, shapes, info: TreeInfo, env, cnt, s1, s2, pos, d: int, c: int) -> Tensor:
@@ -284,9 +358,10 @@ def _moments_block(tree, shapes, info: TreeInfo, env, cnt, s1, s2, pos, d: int, 
     return per_class.sum(1).expand(c).clone()
 
 
-def _evaluate_materialised(tree, shapes, info: TreeInfo, env, features: Tensor, labels, dtype, device, c) -> Tensor:
-    n = features.shape[0]
-    x = features.detach().to(device=device, dtype=dtype).reshape(n, c, -1).transpose(0, 1)  # [C, N, D]
+def _evaluate_materialised(tree, shapes, info: TreeInfo, env, features: Tensor, labels, dtype, device) -> Tensor:
+    """``features``: ``[N, c, D]``, the block's channels."""
+    c = features.shape[1]
+    x = features.to(device=device, dtype=dtype).transpose(0, 1)  # [c, N, D]
     env["X"] = x[:, None]
     env["mX"] = x.mean(1)[:, None]
     class_nodes = {node for node in walk(tree) if any(isinstance(v, Var) and v.name in CLASS_OPERANDS

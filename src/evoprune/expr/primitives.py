@@ -235,8 +235,15 @@ def _m_inv(a: Sequence[Tensor], s: Sequence[Shape], out: Shape) -> Tensor:
         return _safe_div(torch.ones((), dtype=x.dtype, device=x.device), x)
     eye = torch.eye(t.shape[-1], dtype=t.dtype, device=t.device)
     ridged = t + RIDGE_SMALL * eye
+    # LAPACK refuses (LinAlgError, and MKL prints to stderr) a batch holding one non-finite matrix: invert the
+    # finite ones and give the others NaN, so only their channels score as non-finite.
+    finite = torch.isfinite(ridged).flatten(-2).all(-1)[..., None, None]
+    clean = bool(finite.all())
+    if not clean:
+        ridged = torch.where(finite, ridged, eye)
     symmetric = torch.allclose(ridged, ridged.transpose(-1, -2), rtol=1e-10, atol=0.0)
-    return torch.linalg.pinv(ridged, hermitian=symmetric)
+    inverse = torch.linalg.pinv(ridged, hermitian=symmetric)
+    return inverse if clean else inverse.masked_fill_(~finite, float("nan"))
 
 
 def _geo_median(a: Sequence[Tensor], s: Sequence[Shape], out: Shape) -> Tensor:

@@ -80,7 +80,7 @@ class Metric:
             return self.fn(data)
         assert self.tree is not None
         return evaluate(self.tree, stats=data.stats, features=data.features, labels=data.labels,
-                        weight=data.weight)
+                        weight=data.weight, layer=data.name)
 
     def score(self, data: LayerData) -> Tensor:
         """``[C]`` importance of every output channel of the layer; higher = keep."""
