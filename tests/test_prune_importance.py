@@ -4,6 +4,7 @@ handles non-finite scores, and plugs into Torch-Pruning's own pruner."""
 from __future__ import annotations
 
 import math
+import warnings
 
 import pytest
 import torch
@@ -11,6 +12,8 @@ import torch_pruning as tp
 from torch import nn
 
 from evoprune.data import load_dataset
+from evoprune.errors import EvopruneError
+from evoprune.metrics import UnscorableLayerError
 from evoprune.models import build_model
 from evoprune.prune import ChannelPruner, MetricImportance, ModelGraph, PruneSchedule, balanced_scoring_set
 
@@ -101,3 +104,56 @@ def test_real_metric_by_name_when_the_library_is_there() -> None:
         pruner = ChannelPruner(metric, schedule=PruneSchedule(ratio=0.5), finetune=None, latency_batch_sizes=(),
                                scoring_samples=40).prune(model, data)
         assert pruner.result_.macs_kept < 0.5
+
+
+def readme_model() -> nn.Sequential:
+    """The README's example: one conv with a BatchNorm after it, one without, an output Linear."""
+    return nn.Sequential(nn.Conv2d(1, 16, 3), nn.BatchNorm2d(16), nn.ReLU(), nn.MaxPool2d(2),
+                         nn.Conv2d(16, 32, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(32, 10))
+
+
+def test_bnscale_through_torch_prunings_pruner_on_the_readme_example() -> None:
+    """Issue 10, item 9: every conv/linear layer was scored, the ignored Linear included, and BNScale raised for it.
+    Layers without a BatchNorm are now left unscored; Torch-Pruning then leaves the conv without one unpruned."""
+    torch.manual_seed(0)
+    model = readme_model()
+    with torch.no_grad():
+        model[1].weight.copy_(torch.arange(1.0, 17.0))  # |γ| ranks the channels: 0..7 are the weakest
+    x, y = torch.rand(100, 1, 28, 28), torch.randint(0, 10, (100,))
+    kept = model[0].weight[8:].clone()
+    importance = MetricImportance("BNScale", model, x, y)
+    pruner = tp.pruner.BasePruner(model, example_inputs=x[:1], importance=importance, pruning_ratio=0.5,
+                                  ignored_layers=[model[-1]])
+    with pytest.warns(UserWarning) as caught:
+        pruner.step()
+    assert [str(w.message) for w in caught] == [
+        "layer '4': BNScale needs a BatchNorm directly after the layer (none was found on its feature path); "
+        "use another metric for such layers (so its channels are left unpruned)"]
+    assert (model[0].out_channels, model[4].in_channels, model[4].out_channels) == (8, 8, 32)
+    assert torch.equal(model[0].weight, kept)  # the channels with the largest |γ| stayed
+    assert model(x).shape == (100, 10)
+    assert importance.evaluations == 1 and set(importance.unscorable) == {"4", "8"}
+
+
+def test_bnscale_prunes_an_ordinary_conv_bn_network_with_the_output_layer_ignored() -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 8, 3), nn.BatchNorm2d(8), nn.ReLU(), nn.Conv2d(8, 16, 3), nn.BatchNorm2d(16),
+                          nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 10))
+    x, y = torch.rand(40, 1, 12, 12), torch.arange(40) % 10
+    importance = MetricImportance("BNScale", model, x, y, samples=40)
+    pruner = tp.pruner.BasePruner(model, example_inputs=x[:1], importance=importance, pruning_ratio=0.5,
+                                  ignored_layers=[model[-1]])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the ignored Linear is never asked about: no warning
+        pruner.step()
+    assert (model[0].out_channels, model[3].out_channels) == (4, 8)
+    assert importance.unscorable.keys() == {"8"}
+
+
+def test_layers_named_explicitly_must_all_be_scorable() -> None:
+    model = readme_model()
+    x, y = torch.rand(20, 1, 28, 28), torch.arange(20) % 10
+    importance = MetricImportance("BNScale", model, x, y, samples=20, layers=["0", "4"])
+    with pytest.raises(UnscorableLayerError, match="layer '4': BNScale needs a BatchNorm directly after the layer"):
+        importance.layer_scores()
+    assert isinstance(UnscorableLayerError("4", "x"), EvopruneError)

@@ -7,7 +7,7 @@
 declares its :class:`Needs` and exposes ``score(LayerData) -> Tensor[C]``.
 """
 
-from evoprune.metrics.base import Metric, needs_of_tree
+from evoprune.metrics.base import Metric, UnscorableLayerError, needs_of_tree
 from evoprune.metrics.layer_data import LayerData, Needs
 from evoprune.metrics.registry import (
     UnknownMetricError,
@@ -30,5 +30,5 @@ from evoprune.expr.stats import ClassStats
 __all__ = [
     "ClassStats", "FeaturePoint", "LayerData", "Metric", "Needs", "UnknownMetricError", "collect_layer_data",
     "feature_points", "get_metric", "iter_layer_data", "list_metrics", "needs_of_tree", "prunable_layers",
-    "register_metric", "score_layers", "scoring_set", "unregister_metric",
+    "register_metric", "score_layers", "scoring_set", "UnscorableLayerError", "unregister_metric",
 ]

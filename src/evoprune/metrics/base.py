@@ -8,10 +8,23 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from evoprune.errors import EvopruneError
 from evoprune.expr import Node, analyse, evaluate, parse, sanitize_scores, to_infix, to_latex, to_prefix
 from evoprune.metrics.layer_data import LayerData, Needs
 
 KINDS = ("seed", "evolved", "inspired", "human", "baseline", "formula")
+
+
+class UnscorableLayerError(EvopruneError, ValueError):
+    """A metric cannot score this layer at all (e.g. ``BNScale`` on a layer with no BatchNorm after it).
+
+    Distinct from other failures so that a Torch-Pruning importance can leave such a layer unscored, as
+    Torch-Pruning's own BN-scale importance does, instead of failing for a layer the pruner never asks about.
+    """
+
+    def __init__(self, layer: str, reason: str) -> None:
+        self.layer = layer
+        super().__init__(f"layer {layer!r}: {reason}")
 
 
 def needs_of_tree(tree: Node) -> Needs:

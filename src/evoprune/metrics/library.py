@@ -13,7 +13,7 @@ import zlib
 import torch
 from torch import Tensor
 
-from evoprune.metrics.base import Metric
+from evoprune.metrics.base import Metric, UnscorableLayerError
 from evoprune.metrics.layer_data import LayerData, Needs
 
 SEED = "GECCO'22 seed"
@@ -110,8 +110,8 @@ def _mmd(data: LayerData) -> Tensor:
 def _bn_scale(data: LayerData) -> Tensor:
     """|γ| of the BatchNorm that normalises the channel (Network Slimming)."""
     if data.bn_weight is None:
-        raise ValueError(f"layer {data.name!r}: BNScale needs a BatchNorm directly after the layer "
-                         "(none was found on its feature path)")
+        raise UnscorableLayerError(data.name, "BNScale needs a BatchNorm directly after the layer (none was found "
+                                              "on its feature path); use another metric for such layers")
     return data.bn_weight.detach().abs().to(torch.float64)
 
 

@@ -21,6 +21,7 @@ and never kept ahead of a finite one.
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 from typing import Any, Literal, Protocol
 
@@ -28,6 +29,7 @@ import torch
 import torch_pruning as tp
 from torch import nn
 
+from evoprune.metrics.base import UnscorableLayerError
 from evoprune.prune.errors import PruningError
 from evoprune.prune.graph import OUT_CHANNEL_FNS, ROOT_TYPES
 
@@ -113,6 +115,10 @@ class MetricImportance(tp.importance.Importance):
         samples: size of the class-balanced scoring set.
         seed: seed of the scoring-set draw.
         layers: conv/linear layers to score (default: all of the model's); the pruner passes the prunable ones.
+            With the default, a layer the metric cannot score (``BNScale`` without a BatchNorm after it, such as
+            an ignored output layer) is left unscored: a group made only of such layers gets no importance, so
+            Torch-Pruning leaves it unpruned (with a warning when it asks), like its own ``BNScaleImportance``.
+            Layers named here must all be scorable.
         coupling: how the members of a coupled group are combined (module docstring).
 
     Call :meth:`reset` after the model changes (fine-tuning, pruning) so the next call rescores; scores whose
@@ -139,6 +145,8 @@ class MetricImportance(tp.importance.Importance):
         self.layers = list(layers) if layers is not None else None
         self.coupling = coupling
         self.scores: dict[str, torch.Tensor] | None = None
+        self.unscorable: dict[str, str] = {}  # layer name -> why the metric cannot score it (left unpruned)
+        self._warned: set[str] = set()
         self.evaluations = 0  # how many times the metric was run (tests check the cache)
 
     def reset(self) -> None:
@@ -159,11 +167,23 @@ class MetricImportance(tp.importance.Importance):
     def _compute(self) -> dict[str, torch.Tensor]:
         names = self._layer_names()
         param = next(self.model.parameters())
+        self.unscorable = {}
         was_training = self.model.training
         self.model.eval()
         try:
-            with torch.enable_grad():  # Torch-Pruning calls importances under no_grad; gradient metrics need it
-                raw = self.scorer(self.model, self.x.to(param.device), self.y.to(param.device), names)
+            while True:
+                try:
+                    with torch.enable_grad():  # Torch-Pruning calls importances under no_grad; gradient metrics need it
+                        raw = self.scorer(self.model, self.x.to(param.device), self.y.to(param.device), names)
+                    break
+                except UnscorableLayerError as exc:
+                    # Every conv/linear layer is a candidate, ignored ones included: leave out a layer the metric
+                    # cannot score and score the rest again (only structural checks such as BNScale's raise this,
+                    # before any pass over the data). Layers named by the caller must all be scored.
+                    if self.layers is not None or exc.layer not in names:
+                        raise
+                    names.remove(exc.layer)
+                    self.unscorable[exc.layer] = str(exc)
         finally:
             self.model.train(was_training)
         self.evaluations += 1
@@ -193,6 +213,11 @@ class MetricImportance(tp.importance.Importance):
             if dep.handler not in OUT_CHANNEL_FNS or not isinstance(layer, ROOT_TYPES):
                 continue
             name = names.get(layer)
+            if name in self.unscorable:
+                if name not in self._warned:
+                    self._warned.add(name)
+                    warnings.warn(f"{self.unscorable[name]} (so its channels are left unpruned)", stacklevel=2)
+                continue
             root_idxs = item.root_idxs
             if name not in scores or root_idxs is None or any(r is None for r in root_idxs):
                 continue
