@@ -114,7 +114,7 @@ def _edited(tmp_path: Path, payload: dict[str, Any], field: str, value: object) 
     ("arch_kwargs.num_classes", 10**9, ("'fc2.weight' has shape [4, 500], the model needs [1000000000, 500]",)),
     ("state_dict", [1, 2], ("field 'state_dict' must be a non-empty dict",)),
     ("state_dict", {}, ("field 'state_dict' must be a non-empty dict",)),
-    ("state_dict.fc1.bias", [0.0] * 500, ("entry 'fc1.bias' is list",)),
+    ("state_dict.fc1.bias", [0.0] * 500, ("entry str 'fc1.bias' is list",)),
     ("state_dict.fc1.bias", torch.zeros(499), ("does not match architecture 'lenet5'", "'fc1.bias' has shape [499]")),
     ("state_dict.fc1.bias", torch.zeros(500, dtype=torch.int64), ("'fc1.bias' holds torch.int64",)),
 ])
@@ -126,7 +126,7 @@ def test_malformed_plain_fields(tmp_path: Path, payloads: dict[str, dict[str, An
 def test_missing_and_unexpected_weights(tmp_path: Path, payloads: dict[str, dict[str, Any]]) -> None:
     payload = copy.deepcopy(payloads["plain"])
     payload["state_dict"]["extra.weight"] = payload["state_dict"].pop("fc2.weight")
-    refused(write(tmp_path / "keys.pt", payload), "missing fc2.weight", "unexpected extra.weight")
+    refused(write(tmp_path / "keys.pt", payload), "missing 'fc2.weight'", "unexpected 'extra.weight'")
 
 
 @pytest.mark.parametrize(("field", "value", "fragments"), [

@@ -94,7 +94,7 @@ def read_checkpoint(path: str | Path, *, map_location: str | torch.device = "cpu
     except Exception as exc:  # torch raises many types for corrupt or unsafe files
         raise _refuse(path, f"the file cannot be read ({first_line(exc)}); it may be truncated") from exc
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise CheckpointError(f"{path} is not an evoprune checkpoint (expected format {FORMAT!r})")
+        raise _refuse(path, f"its 'format' is not {FORMAT!r}")
     for key in ("arch", "arch_kwargs", "state_dict"):
         if key not in payload:
             raise _refuse(path, f"the {key!r} entry is missing")
@@ -108,7 +108,8 @@ def read_checkpoint(path: str | Path, *, map_location: str | torch.device = "cpu
         raise _refuse(path, f"field 'state_dict' must be a non-empty dict of tensors, found {describe(state)}")
     for key, value in state.items():
         if not isinstance(key, str) or not isinstance(value, torch.Tensor) or value.layout != torch.strided:
-            raise _refuse(path, f"field 'state_dict' must map names to dense tensors; entry {key!r} is {describe(value)}")
+            raise _refuse(path, f"field 'state_dict' must map names to dense tensors; entry {describe(key)} is "
+                                f"{describe(value)}")
     payload["meta"] = _check_meta(path, payload.get("meta", {}))
     return payload
 
@@ -120,14 +121,15 @@ def _check_state_dict(path: Path, model: nn.Module, state: dict[str, torch.Tenso
     missing = [k for k in expected if k not in state]
     unexpected = [k for k in state if k not in expected]
     if missing or unexpected:
-        parts = [f"missing {', '.join(missing[:4])}{' ...' if len(missing) > 4 else ''}"] if missing else []
-        parts += [f"unexpected {', '.join(unexpected[:4])}{' ...' if len(unexpected) > 4 else ''}"] if unexpected else []
+        parts = [f"{what} {', '.join(repr(k[:60]) for k in keys[:4])}{' ...' if len(keys) > 4 else ''}"
+                 for what, keys in (("missing", missing), ("unexpected", unexpected)) if keys]
         raise _refuse(path, f"{mismatch}: {'; '.join(parts)}")
     for key, want in expected.items():
         got = state[key]
         if got.shape != want.shape:
-            raise _refuse(path, f"{mismatch}{' (after its pruning history)' if pruned else ''}: {key!r} has shape {list(got.shape)}, "
-                                f"the model needs {list(want.shape)}")
+            after = " (after its pruning history)" if pruned else ""
+            raise _refuse(path, f"{mismatch}{after}: {key!r} has shape {list(got.shape)}, the model needs "
+                                f"{list(want.shape)}")
         if got.dtype.is_floating_point != want.dtype.is_floating_point or got.is_complex() or got.dtype == torch.bool:
             raise _refuse(path, f"{mismatch}: {key!r} holds {got.dtype} values where {want.dtype} is needed")
 
