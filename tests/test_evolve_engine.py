@@ -190,14 +190,14 @@ def copy_models(source: Path, run_dir: Path) -> None:
 
 
 def test_a_run_dying_mid_generation_resumes_to_the_same_end(reference: tuple[Any, Path], tmp_path: Path) -> None:
-    gen0_jobs = reference[0].history[0]["jobs"]
+    gen0_jobs = reference[0].timing[0]["jobs"]
     copy_models(reference[1], tmp_path)
     with pytest.raises(_Killed):
         evolve(tiny_config(), tmp_path, executor=DiesAfter(gen0_jobs + 3))
     assert json.loads((tmp_path / "checkpoint.json").read_text())["generation"] == 0
     resumed = evolve(None, tmp_path, resume=True)
     assert summary(resumed) == summary(reference[0])
-    assert resumed.history[1]["reused"] == 3  # the evaluations logged before the 'kill' were not redone
+    assert resumed.timing[1]["reused"] == 3  # the evaluations logged before the 'kill' were not redone
 
 
 def test_resume_refuses_settings_that_change_results(reference: tuple[Any, Path]) -> None:

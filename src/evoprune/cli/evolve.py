@@ -27,15 +27,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         f"Presets: {', '.join(available_presets())} (or a TOML file). Every generation is checkpointed; "
         "continue a killed run with --resume RUN_DIR.",
     )
-    p.add_argument("--preset", default="quick", help="preset name or TOML file (default quick)")
+    p.add_argument("--preset", default=None, help="preset name or TOML file (default quick)")
     p.add_argument("--out", type=Path, default=None, help="run directory (default runs/evolve-<preset>-s<seed>)")
     p.add_argument("--resume", type=Path, default=None, metavar="RUN_DIR",
-                   help="continue the run in RUN_DIR (only --generations and executor options may change)")
+                   help="continue the run in RUN_DIR with its own settings (only --generations, to extend it, and "
+                   "executor options may be given)")
     p.add_argument("--overwrite", action="store_true", help="start over in an --out folder that already holds a run")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. evolution.population=8 or tasks.NAME.finetune.epochs=2")
     p.add_argument("--seed", type=int, default=None, help="run seed (derives every other seed)")
-    p.add_argument("--generations", type=int, default=None, help="generations, counting generation 0")
+    p.add_argument("--generations", type=int, default=None,
+                   help="generations, counting generation 0 (with --resume: more extends the run)")
     p.add_argument("--population", type=int, default=None, help="population size")
     p.add_argument("--executor", choices=["serial", "process", "ray"], default=None,
                    help="where candidates are evaluated (default: the preset's)")
@@ -62,17 +64,16 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _resume_config(args: argparse.Namespace) -> Any:
-    from evoprune.evolve import config_from_dict, with_overrides
+    from evoprune.evolve import with_overrides
     from evoprune.evolve.rundir import RunDir
 
-    changed = [name for name in ("seed", "population", "device") if getattr(args, name) is not None]
-    if args.overrides:
-        changed.append("--set")
-    if changed:
-        raise ConfigError(f"--resume continues a run with its own settings; {', '.join(changed)} cannot change "
-                          f"(only {', '.join('--' + o.replace('_', '-') for o in _RUNTIME_OPTIONS)} may)")
-    saved = config_from_dict(RunDir(args.resume).read_config(), source=str(args.resume / "config.json"))
-    return with_overrides(saved, _overrides(args))
+    given = [f"--{name}" for name in ("preset", "out", "seed", "population", "device") if getattr(args, name) is not None]
+    given += ["--set"] * bool(args.overrides) + ["--overwrite"] * args.overwrite
+    if given:
+        raise ConfigError(f"--resume {args.resume} continues that run with its own settings, so {', '.join(given)} "
+                          f"cannot be given with it (only {', '.join('--' + o.replace('_', '-') for o in _RUNTIME_OPTIONS)}"
+                          " may); leave them out, or start a new run with --out")
+    return with_overrides(RunDir(args.resume).load_config(), _overrides(args))
 
 
 def _presets_table() -> Table:
@@ -99,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
         config = _resume_config(args)
         run_dir = args.resume
     else:
-        config = load_config(args.preset, _overrides(args))
+        config = load_config(args.preset or "quick", _overrides(args))
         run_dir = args.out or Path("runs") / f"evolve-{config.name}-s{config.seed}"
     view = LiveView(console, progress=not args.quiet)
     with view:

@@ -24,8 +24,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from evoprune.atomic import check_output
 from evoprune.errors import ConfigError
-from evoprune.evolve.config import EvolutionConfig, config_from_dict, config_to_dict
+from evoprune.evolve.config import EvolutionConfig, config_to_dict
 from evoprune.evolve.fitness import FitnessJob, PreparedTask, derive_seed, prepare_task, run_fitness_job
 from evoprune.evolve.fitness import weighted_geometric_mean
 from evoprune.evolve.operators import Variation, VariationStats
@@ -38,8 +39,8 @@ from evoprune.evolve.population import (
     select_elites,
     tournament,
 )
-from evoprune.evolve.rundir import RunDir, RunDirError, random_state_from_json, random_state_to_json, rng_state
-from evoprune.evolve.rundir import set_rng_state, write_json_atomic
+from evoprune.evolve.rundir import Checkpoint, RunDir, RunDirError, random_state_to_json, rng_state, set_rng_state
+from evoprune.evolve.rundir import write_json_atomic
 from evoprune.expr import FormulaError, height, parse, size, to_infix
 from evoprune.parallel import Executor, Job, Outcome, make_executor, torch_threads
 
@@ -84,7 +85,13 @@ class HallOfFameEntry:
 
 @dataclass
 class EvolutionResult:
-    """What a finished run found, and how it got there (also written to ``results.json``)."""
+    """What a finished run found, and how it got there.
+
+    ``results.json`` (:meth:`to_dict`) holds only what the seed determines, so the same seed gives the same file
+    byte for byte, in any process and after any resume. Where and how fast the run went (``run_dir``,
+    ``seconds``, ``executor``, per-generation ``timing``) stays on this object, in ``report.md`` and in
+    ``events.jsonl``.
+    """
 
     run_dir: Path
     config: EvolutionConfig
@@ -96,6 +103,7 @@ class EvolutionResult:
     evaluations: int
     failures: int
     executor: str
+    timing: list[dict[str, Any]]  # per generation: seconds, jobs run in that process, evaluations reused from the log
 
     @property
     def best(self) -> HallOfFameEntry:
@@ -105,11 +113,10 @@ class EvolutionResult:
         from dataclasses import asdict
 
         return {
-            "run_dir": str(self.run_dir), "config": config_to_dict(self.config),
+            "config": config_to_dict(self.config),
             "best": asdict(self.best), "hall_of_fame": [asdict(h) for h in self.hall_of_fame],
             "seed_functions": [asdict(s) for s in self.seeds], "history": self.history, "tasks": self.tasks,
-            "seconds": self.seconds, "evaluations": self.evaluations, "failures": self.failures,
-            "executor": self.executor,
+            "evaluations": self.evaluations, "failures": self.failures,
             "selection": "fitness = validation accuracy after pruning and fine-tuning; the test split is never used",
         }
 
@@ -120,6 +127,7 @@ class _State:
     population: list[Individual] = field(default_factory=list)
     cache: FitnessCache = field(default_factory=FitnessCache)
     history: list[dict[str, Any]] = field(default_factory=list)
+    timing: list[dict[str, Any]] = field(default_factory=list)
     elapsed: float = 0.0
     evaluations: int = 0
     failures: int = 0
@@ -157,26 +165,29 @@ class Evolution:
             self.executor.share(task.name, prepared.bundle)
         self.variation.set_real_layers([d for p in self.tasks.values() for d in p.bundle.layers])
 
-    def load(self, checkpoint: dict[str, Any] | None) -> None:
-        """Restore the state of the last finished generation, and the evaluations logged after it."""
-        for record in self.run_dir.events():
-            if record.get("event") == "evaluation":
-                self.journal[(record["key"], int(record["index"]), record["task"])] = record
+    def load(self, checkpoint: Checkpoint | None, journal: dict[tuple[str, int, str], dict[str, Any]]) -> None:
+        """Restore the state of the last finished generation (checked by :meth:`RunDir.read_checkpoint`), and the
+        evaluations logged after it."""
+        self.journal = journal
         if checkpoint is None:
             return
-        if checkpoint.get("fitness_hash") != self.config.fitness_hash():
-            raise RunDirError(f"{self.run_dir.checkpoint_path} was written with other settings than config.json; "
-                              "it cannot be resumed")
         st = self.state
-        st.generation = int(checkpoint["generation"])
-        st.cache = FitnessCache({d["key"]: CacheEntry.from_dict(d, self.weights) for d in checkpoint["cache"]})
-        st.population = [self._individual(p["formula"], p["origin"]) for p in checkpoint["population"]]
-        st.history = list(checkpoint["history"])
-        st.elapsed = float(checkpoint["elapsed"])
-        st.evaluations = int(checkpoint["evaluations"])
-        st.failures = int(checkpoint["failures"])
-        self.rng = random_state_from_json(checkpoint["gp_rng"])
-        set_rng_state(checkpoint["global_rng"])
+        st.generation = checkpoint.generation
+        st.cache = FitnessCache({d["key"]: CacheEntry.from_dict(d, self.weights) for d in checkpoint.cache})
+        st.population = []
+        for i, (formula, origin) in enumerate(checkpoint.population):
+            try:
+                st.population.append(self._individual(formula, origin))
+            except FormulaError as exc:
+                raise RunDirError(f"{self.run_dir.checkpoint_path}: field population[{i}].formula is outside this "
+                                  f"run's primitive set ({exc.reason}); the checkpoint cannot be resumed") from None
+        st.history = list(checkpoint.history)
+        st.timing = list(checkpoint.timing)
+        st.elapsed = checkpoint.elapsed
+        st.evaluations = checkpoint.evaluations
+        st.failures = checkpoint.failures
+        self.rng = checkpoint.gp_rng
+        set_rng_state(checkpoint.global_rng)
 
     def _individual(self, formula: str, origin: str) -> Individual:
         tree = self.variation.from_formula(formula)
@@ -265,8 +276,13 @@ class Evolution:
             node = parse(ind.key)
             self.state.cache[ind.key] = CacheEntry(ind.key, size(node), height(node), generation, ind.origin)
 
-    def evaluate(self, population: list[Individual], elites: list[Individual], generation: int) -> dict[str, int]:
-        """Evaluate every new function once, and elites once more if re-evaluation is on."""
+    def evaluate(self, population: list[Individual], elites: list[Individual],
+                 generation: int) -> tuple[dict[str, int], dict[str, int]]:
+        """Evaluate every new function once, and elites once more if re-evaluation is on.
+
+        Returns the generation's counts (what the seed determines) and its work in this process (jobs run,
+        evaluations reused from the log of a killed run), which depends on where the run was interrupted.
+        """
         cache, ev = self.state.cache, self.config.evolution
         wanted: list[tuple[str, int]] = []
         hits = 0
@@ -302,10 +318,8 @@ class Evolution:
                 jobs.append(Job(job_id, FitnessJob(key, task.name, index, seed), shared=task.name))
                 meta[job_id] = ident
         self.observer.generation_started(generation, self.config.evolution.generations, len(jobs))
-        failures = 0
 
         def done(outcome: Outcome) -> None:
-            nonlocal failures
             key, index, task = meta[outcome.id]
             value = outcome.value if outcome.ok else {}
             record = self.log(
@@ -315,7 +329,6 @@ class Evolution:
                 details={k: v for k, v in value.items() if k != "accuracy"},
             )
             if not outcome.ok:
-                failures += 1
                 self.log("failure", key=key, task=task, status=outcome.status, error=outcome.error)
             results[(key, index, task)] = record
             self.observer.evaluation_done(record)
@@ -331,10 +344,12 @@ class Evolution:
                                     "seconds": float(r.get("seconds", 0.0))}
             fitness = weighted_geometric_mean({t: v["accuracy"] for t, v in tasks.items()}, self.weights)
             cache[key].add(Evaluation(index, tasks, fitness), self.weights)
-        self.state.evaluations += len(jobs)
+        failures = sum(1 for r in results.values() if r["status"] != "ok")
+        self.state.evaluations += len(results)
         self.state.failures += failures
-        return {"evaluated": sum(1 for _, i in wanted if i == 0), "reevaluated": reevaluated, "jobs": len(jobs),
-                "reused": reused, "cache_hits": hits, "failed": failures}
+        counts = {"evaluated": sum(1 for _, i in wanted if i == 0), "reevaluated": reevaluated, "cache_hits": hits,
+                  "failed": failures}
+        return counts, {"jobs": len(jobs), "reused": reused}
 
     # --- loop -----------------------------------------------------------------------------------------------------
 
@@ -344,7 +359,8 @@ class Evolution:
             "generation": st.generation, "fitness_hash": self.config.fitness_hash(),
             "population": [ind.to_dict() for ind in st.population],
             "cache": [e.to_dict() for e in st.cache.values()],
-            "history": st.history, "gp_rng": random_state_to_json(self.rng), "global_rng": rng_state(),
+            "history": st.history, "timing": st.timing, "gp_rng": random_state_to_json(self.rng),
+            "global_rng": rng_state(),
             "elapsed": st.elapsed, "evaluations": st.evaluations, "failures": st.failures,
         })
 
@@ -355,7 +371,7 @@ class Evolution:
             population, elites = self.initial_population(vstats), []
         else:
             population, elites = self.next_population(vstats)
-        counts = self.evaluate(population, elites, generation)
+        counts, work = self.evaluate(population, elites, generation)
         st = self.state
         st.population, st.generation = population, generation
         seconds = time.perf_counter() - start
@@ -366,14 +382,17 @@ class Evolution:
             "generation": generation, **population_stats(population, st.cache), **counts,
             "best_formula": best.key, "best_infix": to_infix(parse(best.key)),
             "best_accuracies": dict(entry.accuracies), "hall_of_fame_best": st.cache.hall_of_fame(1)[0].fitness,
-            "variation": vstats.as_dict(), "seconds": seconds,
+            "variation": vstats.as_dict(),
         }
+        timing = {"generation": generation, "seconds": seconds, **work}
         st.history.append(stats)
+        st.timing.append(timing)
         self.checkpoint()
         self.log("population", generation=generation, population=[ind.key for ind in population],
                  origins=[ind.origin for ind in population])
-        self.log("generation", **stats)
-        self.observer.generation_done(stats, st.cache.hall_of_fame(self.config.evolution.hall_of_fame))
+        self.log("generation", **{**stats, **timing})
+        self.observer.generation_done({**stats, **timing},
+                                      st.cache.hall_of_fame(self.config.evolution.hall_of_fame))
         return stats
 
     def run(self) -> EvolutionResult:
@@ -400,11 +419,11 @@ class Evolution:
         tasks = {
             name: {"model": p.config.model, "dataset": p.config.dataset, "weight": self.weights[name],
                    "schedule": p.config.schedule, "pretrained_val_accuracy": p.pretrained_val_accuracy,
-                   "data_sizes": p.data_sizes, "checkpoint": str(p.checkpoint)}
+                   "data_sizes": p.data_sizes, "checkpoint": _relative(p.checkpoint, self.run_dir.path)}
             for name, p in self.tasks.items()
         }
         return EvolutionResult(self.run_dir.path, self.config, hof, st.history, tasks, seeds, st.elapsed,
-                               st.evaluations, st.failures, self.executor.describe())
+                               st.evaluations, st.failures, self.executor.describe(), st.timing)
 
     def _recompute_seed_keys(self) -> None:
         from evoprune.metrics import get_metric
@@ -416,6 +435,14 @@ class Evolution:
                     self.seed_keys[metric.name] = self.variation.key(self.variation.from_formula(metric.formula))
             except (FormulaError, ValueError):
                 continue
+
+
+def _relative(path: Path, run_dir: Path) -> str:
+    """``path`` relative to the run directory when inside it (results do not depend on where the run lives)."""
+    try:
+        return path.relative_to(run_dir).as_posix()
+    except ValueError:
+        return str(path)
 
 
 def _executor_for(config: EvolutionConfig, executor: Executor | str | None) -> tuple[Executor, bool]:
@@ -441,39 +468,49 @@ def evolve(
 ) -> EvolutionResult:
     """Run (or, with ``resume=True``, continue) an evolution in ``run_dir``.
 
-    ``config`` is required for a new run. On resume it may be None (the run directory's ``config.json`` is used)
-    or a config that differs only in how it runs (generations, executor, workers, timeout): anything that would
-    change the results is refused. ``executor`` is an :class:`~evoprune.parallel.Executor` (kept open for the
+    ``config`` is required for a new run, whose ``run_dir`` must be new, empty or a run directory (an existing run
+    needs ``overwrite``), in a writable place. On resume it may be None (the run directory's ``config.json`` is
+    used) or a config that differs only in how it runs (executor, workers, timeout) or in ``generations``, which
+    may grow (extending the run) but not below the generations already finished: anything that would change the
+    results is refused, as is a damaged run directory, before any work starts. ``executor`` is an :class:`~evoprune.parallel.Executor` (kept open for the
     caller) or a kind (``"serial"``, ``"process"``, ``"ray"``) overriding ``config.evaluation.executor``.
     Writes ``results.json``, ``fitness.png`` and ``report.md`` at the end unless ``write_outputs`` is false.
     """
     rd = RunDir(run_dir)
+    checkpoint, journal = None, {}
     if resume:
-        saved = config_from_dict(rd.read_config(), source=str(rd.config_path))
+        saved = rd.load_config()
         if config is None:
             config = saved
         elif config.fitness_hash() != saved.fitness_hash():
             raise RunDirError(f"the settings given differ from {rd.config_path} in ways that change the results; "
                               "resume with the saved config (only generations and evaluation options may change)")
+        checkpoint = rd.read_checkpoint(saved)
+        journal = rd.journal([t.name for t in config.tasks])
+        done = checkpoint.generation if checkpoint is not None else -1
+        if config.evolution.generations <= done:
+            raise RunDirError(f"{rd.path} has finished generations 0-{done}; resuming it with {config.evolution.generations} "
+                              f"generation(s) would cut that short: give --generations {done + 1} or more, or leave "
+                              "it out")
+        check_output(rd.path, option="run directory (--resume)", directory=True)
     elif config is None:
         raise ConfigError("a new run needs a config (a preset such as 'quick' or a TOML file)")
-    elif rd.config_path.exists() and not overwrite:
-        rd.create(config_to_dict(config))  # raises the "already holds a run" error before any work starts
+    else:
+        rd.check_new(overwrite=overwrite)
     observer = observer or Observer()
     ex, owned = _executor_for(config, executor)  # before touching the folder: a missing cluster changes nothing
     try:
         if resume:
             write_json_atomic(rd.config_path, config_to_dict(config))
         else:
-            rd.create(config_to_dict(config), overwrite=overwrite)
+            rd.create(config_to_dict(config))
     except BaseException:
         if owned:
             ex.close()
         raise
     run = Evolution(config, rd, ex, observer, progress)
     try:
-        checkpoint = rd.read_checkpoint() if resume else None
-        run.load(checkpoint if resume else None)
+        run.load(checkpoint, journal)
         run.log("resume" if resume else "start", generation=run.state.generation + 1, config=config.name,
                 seed=config.seed, executor=ex.describe(), fitness_hash=config.fitness_hash())
         observer.run_started({"config": config, "executor": ex.describe(), "resume_from": run.state.generation + 1,

@@ -11,34 +11,135 @@ Layout::
 Everything is JSON: the population as formula strings, the fitness cache, the RNG states of ``random``, numpy
 and torch as plain numbers. Evaluations are logged as they finish, so a resumed run reuses the ones that finished
 after the last checkpoint (a fitness depends only on formula, task and seed, so the values are the same).
+
+A run directory is read back as untrusted input: every value from ``config.json``, ``checkpoint.json`` and
+``events.jsonl`` is checked (type, range, consistency with the config) before it is used, and anything wrong is
+one :class:`RunDirError` naming the file, the field and the way out.
 """
 
 from __future__ import annotations
 
 import base64
-import datetime as _dt
+import binascii
 import json
+import math
 import random
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 import torch
 
-from evoprune.atomic import write_atomic
-from evoprune.errors import EvopruneError
+from evoprune.atomic import check_output, write_atomic
+from evoprune.errors import ConfigError, EvopruneError
 
-CHECKPOINT_FORMAT = "evoprune.evolve.checkpoint/1"
+CHECKPOINT_FORMAT = "evoprune.evolve.checkpoint/2"
+
+# What a run directory holds (besides the ``.NAME.*.tmp`` files an atomic write killed midway can leave).
+RUN_ENTRIES = frozenset({"config.json", "events.jsonl", "checkpoint.json", "models", "results.json", "fitness.png",
+                         "report.md"})
+
+_CHECKPOINT_FIX = ("evoprune writes it atomically, so something else changed it: remove checkpoint.json to redo the "
+                   "run from generation 0 (evaluations logged in events.jsonl are reused), or start a new run")
+_EVENTS_FIX = "evoprune only appends whole lines, so something else changed it: remove that line, or start a new run"
+_CONFIG_FIX = "restore the run's config.json or start a new run"
 
 
 class RunDirError(EvopruneError, ValueError):
-    """A run directory is missing, belongs to another config, or its checkpoint is corrupt."""
+    """A run directory is missing, belongs to another config, or one of its files is damaged or inconsistent."""
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
     """Write JSON so that a run killed at any moment leaves either the old or the new file (``evoprune.atomic``)."""
     text = json.dumps(data, indent=1, allow_nan=False) + "\n"
     write_atomic(path, lambda handle: handle.write(text.encode()))
+
+
+def _refuse_constant(name: str) -> NoReturn:
+    raise ValueError(f"{name} is not a number JSON allows")
+
+
+def _loads(raw: bytes, label: str, fix: str) -> Any:
+    """JSON from UTF-8 bytes (no NaN or Infinity), or one RunDirError naming ``label``."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise RunDirError(f"{label}: not UTF-8 text (bad byte at offset {exc.start}); {fix}") from None
+    try:
+        return json.loads(text, parse_constant=_refuse_constant)
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError is a ValueError
+        raise RunDirError(f"{label}: not valid JSON ({str(exc)[:200]}); {fix}") from None
+
+
+def _show(value: Any) -> str:
+    text = json.dumps(value) if isinstance(value, (dict, list, str, int, float, bool, type(None))) else repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+@dataclass(frozen=True)
+class Field:
+    """A JSON value read from a run-directory file and where it sits there, with checks that fail as one line."""
+
+    label: str  # the file (and line)
+    where: str  # the field's path in it, e.g. cache[3].evaluations[0].fitness
+    value: Any
+    fix: str
+
+    def fail(self, problem: str) -> NoReturn:
+        where = f"field {self.where}" if self.where else "the top level"
+        raise RunDirError(f"{self.label}: {where} {problem}; {self.fix}")
+
+    def _child(self, name: str, value: Any) -> Field:
+        where = f"{self.where}{name}" if name.startswith("[") or not self.where else f"{self.where}.{name}"
+        return Field(self.label, where, value, self.fix)
+
+    def obj(self) -> dict[str, Any]:
+        if not isinstance(self.value, dict):
+            self.fail(f"must be a JSON object, got {_show(self.value)}")
+        return self.value
+
+    def at(self, key: str) -> Field:
+        data = self.obj()
+        if key not in data:
+            self._child(key, None).fail("is missing")
+        return self._child(key, data[key])
+
+    def items(self, length: int | None = None, why: str = "") -> list[Field]:
+        if not isinstance(self.value, list):
+            self.fail(f"must be a JSON list, got {_show(self.value)}")
+        if length is not None and len(self.value) != length:
+            self.fail(f"has {len(self.value)} entries, must have {length}{f' ({why})' if why else ''}")
+        return [self._child(f"[{i}]", v) for i, v in enumerate(self.value)]
+
+    def string(self) -> str:
+        if not isinstance(self.value, str):
+            self.fail(f"must be a string, got {_show(self.value)}")
+        return self.value
+
+    def optional_string(self) -> str | None:
+        return None if self.value is None else self.string()
+
+    def integer(self, low: int | None = None, high: int | None = None, why: str = "") -> int:
+        if isinstance(self.value, bool) or not isinstance(self.value, int):
+            self.fail(f"must be an integer, got {_show(self.value)}")
+        self._in_range(self.value, low, high, why)
+        return self.value
+
+    def number(self, low: float | None = None, high: float | None = None, why: str = "") -> float:
+        if isinstance(self.value, bool) or not isinstance(self.value, (int, float)) or not math.isfinite(self.value):
+            self.fail(f"must be a finite number, got {_show(self.value)}")
+        self._in_range(self.value, low, high, why)
+        return float(self.value)
+
+    def _in_range(self, value: float, low: float | None, high: float | None, why: str) -> None:
+        if (low is not None and value < low) or (high is not None and value > high):
+            bounds = f"in {low}..{high}" if low is not None and high is not None else (
+                f"≥ {low}" if low is not None else f"≤ {high}")
+            self.fail(f"is {_show(value)}, must be {bounds}{f' ({why})' if why else ''}")
+
+
+# --- RNG states ---------------------------------------------------------------------------------------------------
 
 
 def rng_state() -> dict[str, Any]:
@@ -52,14 +153,25 @@ def rng_state() -> dict[str, Any]:
     }
 
 
+def _random_state(data: list[Any]) -> tuple[Any, ...]:
+    return (data[0], tuple(data[1]), data[2])
+
+
+def _numpy_state(data: list[Any]) -> tuple[Any, ...]:
+    kind, keys, pos, has_gauss, cached = data
+    return (kind, np.array(keys, dtype=np.uint32), pos, has_gauss, cached)
+
+
+def _torch_state(text: str) -> torch.Tensor:
+    raw = np.frombuffer(base64.b64decode(text, validate=True), dtype=np.uint8).copy()
+    return torch.from_numpy(raw)
+
+
 def set_rng_state(state: dict[str, Any]) -> None:
-    """Restore what :func:`rng_state` returned."""
-    version, internal, gauss = state["random"]
-    random.setstate((version, tuple(internal), gauss))
-    kind, keys, pos, has_gauss, cached = state["numpy"]
-    np.random.set_state((kind, np.array(keys, dtype=np.uint32), pos, has_gauss, cached))
-    raw = np.frombuffer(base64.b64decode(state["torch"]), dtype=np.uint8).copy()
-    torch.set_rng_state(torch.from_numpy(raw))
+    """Restore what :func:`rng_state` returned (checked by :func:`_checked_global_rng` when read from a file)."""
+    random.setstate(_random_state(state["random"]))
+    np.random.set_state(_numpy_state(state["numpy"]))
+    torch.set_rng_state(_torch_state(state["torch"]))
 
 
 def random_state_to_json(rng: random.Random) -> list[Any]:
@@ -69,8 +181,169 @@ def random_state_to_json(rng: random.Random) -> list[Any]:
 
 def random_state_from_json(data: list[Any]) -> random.Random:
     rng = random.Random()
-    rng.setstate((data[0], tuple(data[1]), data[2]))
+    rng.setstate(_random_state(data))
     return rng
+
+
+# Anything a malformed state makes these setters raise (they check sizes and values themselves).
+_STATE_ERRORS = (ValueError, TypeError, OverflowError, RuntimeError, IndexError, KeyError, binascii.Error)
+
+
+def _checked_random(field: Field) -> random.Random:
+    parts = field.items(3, "version, internal state, gauss")
+    parts[1].items()
+    try:
+        return random_state_from_json(field.value)
+    except _STATE_ERRORS as exc:
+        field.fail(f"is not a state of Python's random generator ({exc})")
+
+
+def _checked_global_rng(field: Field) -> dict[str, Any]:
+    """The global RNG states, each tried on a fresh generator first (restoring them cannot then fail)."""
+    _checked_random(field.at("random"))
+    numpy_field = field.at("numpy")
+    numpy_field.items(5, "kind, keys, position, has_gauss, cached")
+    try:
+        np.random.RandomState().set_state(_numpy_state(numpy_field.value))
+    except _STATE_ERRORS as exc:
+        numpy_field.fail(f"is not a numpy generator state ({exc})")
+    torch_field = field.at("torch")
+    try:
+        torch.Generator().set_state(_torch_state(torch_field.string()))
+    except _STATE_ERRORS as exc:
+        torch_field.fail(f"is not a torch generator state ({str(exc).splitlines()[0] if str(exc) else exc!r})")
+    return field.value
+
+
+# --- checkpoint ---------------------------------------------------------------------------------------------------
+
+
+_UNIT_STATS = ("best", "mean", "median", "std", "worst", "hall_of_fame_best")
+_COUNT_STATS = ("unique", "evaluated", "reevaluated", "cache_hits", "failed")
+
+
+@dataclass
+class Checkpoint:
+    """A checked ``checkpoint.json``: the state after generation ``generation``."""
+
+    generation: int
+    population: list[tuple[str, str]]  # (formula, origin)
+    cache: list[dict[str, Any]]  # CacheEntry.to_dict() records
+    history: list[dict[str, Any]]
+    timing: list[dict[str, Any]]
+    gp_rng: random.Random
+    global_rng: dict[str, Any]
+    elapsed: float
+    evaluations: int
+    failures: int
+
+
+def _checked_history(entry: Field, generation: int, tasks: list[str]) -> dict[str, Any]:
+    entry.at("generation").integer(generation, generation, "entries are in generation order")
+    for name in _UNIT_STATS:
+        entry.at(name).number(0.0, 1.0, "a fitness")
+    for name in _COUNT_STATS:
+        entry.at(name).integer(0)
+    for name in ("mean_size", "mean_height"):
+        entry.at(name).number(0.0)
+    for name in ("best_formula", "best_infix"):
+        entry.at(name).string()
+    accuracies = entry.at("best_accuracies")
+    for task in accuracies.obj():
+        if task not in tasks:
+            accuracies.fail(f"names task {task!r}, which the config does not have ({', '.join(tasks)})")
+        accuracies.at(task).number(0.0, 1.0, "an accuracy")
+    variation = entry.at("variation")
+    for name in variation.obj():
+        variation.at(name).integer(0)
+    return entry.value
+
+
+def _checked_cache_entry(entry: Field, generation: int, tasks: list[str], max_evaluations: int) -> dict[str, Any]:
+    from evoprune.expr import FormulaError, height, parse, size
+
+    key_field = entry.at("key")
+    try:
+        node = parse(key_field.string())
+    except FormulaError as exc:
+        key_field.fail(f"is not a formula ({exc.reason})")
+    entry.at("size").integer(size(node), size(node), f"the size of {key_field.value}")
+    entry.at("height").integer(height(node), height(node), f"the height of {key_field.value}")
+    entry.at("first_generation").integer(0, generation, "a generation this run has finished")
+    entry.at("origin").string()
+    evaluations = entry.at("evaluations").items()
+    if len(evaluations) > max_evaluations:
+        entry.at("evaluations").fail(f"has {len(evaluations)} entries, more than evolution.max_evaluations "
+                                     f"({max_evaluations})")
+    for index, evaluation in enumerate(evaluations):
+        evaluation.at("index").integer(index, index, "evaluations are numbered from 0")
+        evaluation.at("fitness").number(0.0, 1.0, "a fitness")
+        results = evaluation.at("tasks")
+        if sorted(results.obj()) != sorted(tasks):
+            results.fail(f"names tasks {sorted(results.obj())}, the config has {sorted(tasks)}")
+        for task in tasks:
+            result = results.at(task)
+            result.at("accuracy").number(0.0, 1.0, "an accuracy")
+            result.at("status").string()
+            result.at("error").optional_string()
+            result.at("seconds").number(0.0)
+    return entry.value
+
+
+def check_checkpoint(data: Any, label: str, config: Any) -> Checkpoint:
+    """``checkpoint.json``'s data checked against the run's config (an :class:`EvolutionConfig`)."""
+    from evoprune.expr import FormulaError, canonical_key, parse
+
+    top = Field(label, "", data, _CHECKPOINT_FIX)
+    if top.at("format").value != CHECKPOINT_FORMAT:
+        top.at("format").fail(f"is {_show(top.at('format').value)}, not {CHECKPOINT_FORMAT!r}: not a checkpoint of "
+                              "this evoprune version")
+    if top.at("fitness_hash").string() != config.fitness_hash():
+        top.at("fitness_hash").fail("does not match config.json: the checkpoint was written with other settings")
+    generations = config.evolution.generations
+    generation = top.at("generation").integer(0, generations - 1, f"config.json has {generations} generation(s)")
+    tasks = [t.name for t in config.tasks]
+    finished = generation + 1
+    history = [_checked_history(h, i, tasks)
+               for i, h in enumerate(top.at("history").items(finished, "one per finished generation"))]
+    timing = []
+    for i, t in enumerate(top.at("timing").items(finished, "one per finished generation")):
+        t.at("generation").integer(i, i, "entries are in generation order")
+        t.at("seconds").number(0.0)
+        t.at("jobs").integer(0)
+        t.at("reused").integer(0)
+        timing.append(t.value)
+    cache: list[dict[str, Any]] = []
+    keys: set[str] = set()
+    max_evaluations = config.evolution.max_evaluations if config.evolution.reevaluate_elites else 1
+    for entry in top.at("cache").items():
+        cache.append(_checked_cache_entry(entry, generation, tasks, max_evaluations))
+        if cache[-1]["key"] in keys:
+            entry.at("key").fail("repeats an earlier entry's key")
+        keys.add(cache[-1]["key"])
+    population = []
+    members = top.at("population").items()
+    if not members:
+        top.at("population").fail("is empty")
+    for member in members:
+        formula_field = member.at("formula")
+        try:
+            key = canonical_key(parse(formula_field.string()))
+        except FormulaError as exc:
+            formula_field.fail(f"is not a formula ({exc.reason})")
+        if key not in keys:
+            formula_field.fail(f"{formula_field.value} has no entry in the fitness cache (field cache)")
+        population.append((formula_field.value, member.at("origin").string()))
+    evaluations = top.at("evaluations").integer(0)
+    return Checkpoint(
+        generation=generation, population=population, cache=cache, history=history, timing=timing,
+        gp_rng=_checked_random(top.at("gp_rng")), global_rng=_checked_global_rng(top.at("global_rng")),
+        elapsed=top.at("elapsed").number(0.0), evaluations=evaluations,
+        failures=top.at("failures").integer(0, evaluations, "at most the number of evaluations"),
+    )
+
+
+# --- the run directory --------------------------------------------------------------------------------------------
 
 
 class RunDir:
@@ -100,67 +373,133 @@ class RunDir:
     def results_path(self) -> Path:
         return self.path / "results.json"
 
-    # --- config ---------------------------------------------------------------------------------------------------
+    def _read(self, path: Path, fix: str) -> bytes:
+        try:
+            return path.read_bytes()
+        except OSError as exc:
+            raise RunDirError(f"{path}: cannot be read ({exc.strerror or exc}); {fix}") from None
 
-    def create(self, config_data: dict[str, Any], *, overwrite: bool = False) -> None:
-        """Start a new run here; refuse a folder that already holds a run unless ``overwrite``."""
+    # --- new runs -------------------------------------------------------------------------------------------------
+
+    def check_new(self, *, overwrite: bool = False) -> None:
+        """Refuse, before any work, a place where a new run cannot or should not be written.
+
+        The path must be a folder (or not exist) in a writable place; an existing folder must be empty or hold
+        only a run directory's files (a run there needs ``overwrite``), never anything else.
+        """
+        check_output(self.path, option="run directory (--out)", directory=True)
+        if not self.path.is_dir():
+            return
         if self.config_path.exists() and not overwrite:
             raise RunDirError(f"{self.path} already holds a run (config.json); continue it with --resume {self.path}, "
-                              "or choose another --out")
+                              "start over with --overwrite, or choose another --out")
+        foreign = sorted(p.name for p in self.path.iterdir()
+                         if p.name not in RUN_ENTRIES and not (p.name.startswith(".") and p.name.endswith(".tmp")))
+        if foreign:
+            shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
+            raise RunDirError(f"{self.path} is not empty and is not an evoprune run directory (it holds {shown}); "
+                              "choose a new or empty folder for --out")
+
+    def create(self, config_data: dict[str, Any]) -> None:
+        """Start a new run here (after :meth:`check_new`): the config, and no files of an earlier run."""
         self.path.mkdir(parents=True, exist_ok=True)
-        if overwrite:
-            for name in ("checkpoint.json", "events.jsonl", "results.json"):
-                (self.path / name).unlink(missing_ok=True)
+        for name in ("checkpoint.json", "events.jsonl", "results.json"):
+            (self.path / name).unlink(missing_ok=True)
         write_json_atomic(self.config_path, config_data)
 
+    # --- config ---------------------------------------------------------------------------------------------------
+
     def read_config(self) -> dict[str, Any]:
+        """``config.json``'s data (a JSON object, not yet a config: see :meth:`load_config`)."""
         if not self.config_path.is_file():
             raise RunDirError(f"{self.path} is not a run directory (no config.json); start a run with --out {self.path}")
+        data = _loads(self._read(self.config_path, _CONFIG_FIX), str(self.config_path), _CONFIG_FIX)
+        Field(str(self.config_path), "", data, _CONFIG_FIX).obj()
+        return data
+
+    def load_config(self) -> Any:
+        """The run's :class:`~evoprune.evolve.config.EvolutionConfig`, validated like a preset."""
+        from evoprune.evolve.config import config_from_dict
+
         try:
-            return json.loads(self.config_path.read_text())
-        except json.JSONDecodeError as exc:
-            raise RunDirError(f"{self.config_path} is corrupt ({exc}); the run cannot be resumed") from None
+            return config_from_dict(self.read_config(), source=str(self.config_path))
+        except ConfigError as exc:
+            raise RunDirError(f"{exc}; {_CONFIG_FIX}") from None
 
     # --- checkpoint -----------------------------------------------------------------------------------------------
 
     def write_checkpoint(self, state: dict[str, Any]) -> None:
         write_json_atomic(self.checkpoint_path, {"format": CHECKPOINT_FORMAT, **state})
 
-    def read_checkpoint(self) -> dict[str, Any] | None:
-        """The last checkpoint, or None if no generation finished yet."""
+    def read_checkpoint(self, config: Any) -> Checkpoint | None:
+        """The last checkpoint checked against ``config`` (the run's saved config), or None if no generation
+        finished yet."""
         if not self.checkpoint_path.is_file():
             return None
-        try:
-            data = json.loads(self.checkpoint_path.read_text())
-        except json.JSONDecodeError as exc:
-            raise RunDirError(f"{self.checkpoint_path} is corrupt ({exc}); it is written atomically, so something else "
-                              "changed it. Start a new run.") from None
-        if data.get("format") != CHECKPOINT_FORMAT:
-            raise RunDirError(f"{self.checkpoint_path} is not an evoprune evolution checkpoint ({CHECKPOINT_FORMAT})")
-        return data
+        data = _loads(self._read(self.checkpoint_path, _CHECKPOINT_FIX), str(self.checkpoint_path), _CHECKPOINT_FIX)
+        return check_checkpoint(data, str(self.checkpoint_path), config)
 
     # --- event log ------------------------------------------------------------------------------------------------
 
     def log(self, event: str, **fields: Any) -> dict[str, Any]:
         """Append one event (flushed at once, so a killed run keeps every finished evaluation)."""
+        import datetime as _dt
+
         record = {"time": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="milliseconds"), "event": event, **fields}
         if self._events is None:
             self.path.mkdir(parents=True, exist_ok=True)
-            self._events = open(self.events_path, "a", buffering=1)
+            self._drop_cut_line()
+            self._events = open(self.events_path, "a", buffering=1, encoding="utf-8")
         self._events.write(json.dumps(record, allow_nan=False, default=str) + "\n")
         self._events.flush()
         return record
 
-    def events(self) -> list[dict[str, Any]]:
-        """All complete events (a line cut short by a kill is skipped)."""
+    def _drop_cut_line(self) -> None:
+        """Remove a last line that a kill cut short, so the next event starts a line of its own."""
+        if not self.events_path.is_file():
+            return
+        with open(self.events_path, "r+b") as handle:
+            data = handle.read()
+            if data and not data.endswith(b"\n"):
+                handle.truncate(data.rfind(b"\n") + 1)
+
+    def _records(self) -> list[tuple[str, dict[str, Any]]]:
+        """``(label naming file and line, event)`` for every complete line, each a JSON object with an ``event``
+        name; a last line cut short by a kill (no newline yet) is skipped."""
         if not self.events_path.is_file():
             return []
+        lines = self._read(self.events_path, _EVENTS_FIX).split(b"\n")
+        lines.pop()  # what follows the last newline: nothing, or a line cut short
         out = []
-        for line in self.events_path.read_text().splitlines():
-            try:
-                out.append(json.loads(line))
-            except json.JSONDecodeError:
+        for number, line in enumerate(lines, 1):
+            if not line.strip():
                 continue
+            label = f"{self.events_path} line {number}"
+            record = Field(label, "", _loads(line, label, _EVENTS_FIX), _EVENTS_FIX)
+            record.at("event").string()
+            out.append((label, record.value))
+        return out
+
+    def events(self) -> list[dict[str, Any]]:
+        """Every complete event (a RunDirError names a damaged line)."""
+        return [record for _, record in self._records()]
+
+    def journal(self, tasks: list[str]) -> dict[tuple[str, int, str], dict[str, Any]]:
+        """The logged evaluations, by ``(formula key, evaluation index, task)``, each checked."""
+        out = {}
+        for label, record in self._records():
+            if record["event"] != "evaluation":
+                continue
+            field = Field(label, "", record, _EVENTS_FIX)
+            task = field.at("task").string()
+            if task not in tasks:
+                field.at("task").fail(f"is {task!r}, not a task of this run ({', '.join(tasks)})")
+            checked = {
+                "key": field.at("key").string(), "index": field.at("index").integer(0), "task": task,
+                "status": field.at("status").string(), "accuracy": field.at("accuracy").number(0.0, 1.0, "an accuracy"),
+                "error": field.at("error").optional_string(), "seconds": field.at("seconds").number(0.0),
+            }
+            out[(checked["key"], checked["index"], task)] = checked
         return out
 
     def close(self) -> None:
