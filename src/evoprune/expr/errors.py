@@ -11,7 +11,7 @@ ECHO_WIDTH = 100  # characters of the formula echoed around the error column
 
 
 class FormulaError(EvopruneError, ValueError):
-    """A formula could not be parsed or type-checked.
+    """A formula could not be parsed or type-checked, or is too large to evaluate on a layer.
 
     Attributes: ``formula`` (the text, if known), ``pos`` (0-based column or None), ``reason``,
     ``expected`` (what would have been accepted there), ``suggestions`` (close known names).

@@ -53,10 +53,12 @@ class Footprint:
     shared: int
 
     def bytes(self, channels: int, itemsize: int) -> int:
+        """Bytes held while ``channels`` channels are evaluated together."""
         return (self.per_channel * channels + self.shared) * itemsize
 
     def block(self, channels: int, limit: int, itemsize: int) -> int:
-        """How many of ``channels`` to evaluate together within ``limit`` bytes (all if they fit; 0: not even one)."""
+        """How many of ``channels`` to evaluate together within ``limit`` bytes (all if they fit; 0 when not
+        even one channel fits)."""
         room = limit // itemsize - self.shared
         if room < self.per_channel:
             return 0
