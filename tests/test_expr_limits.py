@@ -86,7 +86,8 @@ def test_gram_matrix_of_lenet_fc1_is_evaluated_in_blocks_within_the_limit() -> N
         "print(json.dumps({'grown_kb': grown, 'ok': bool(ok), 'n': s.numel()}))\n"
     )
     env = dict(os.environ, **{LIMIT_ENV: "0.2"})
-    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
+    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120,
+                         check=False)
     assert out.returncode == 0, out.stderr
     result = json.loads(out.stdout.splitlines()[-1])
     assert result["ok"] and result["n"] == 500

@@ -144,7 +144,8 @@ def test_literals_float64_cannot_hold_are_refused_not_rounded():
     assert parse("add(N, 5e-324)") == Call("add", (Var("N"), Const(5e-324)))  # subnormal, but not 0
 
 
-@pytest.mark.parametrize("digit", ["\u0663", "\u0969", "\uff13", "\U0001d7d1"])  # Arabic-Indic, Devanagari, fullwidth, bold 3
+# Arabic-Indic 3, Devanagari 3, fullwidth 3, mathematical bold 3
+@pytest.mark.parametrize("digit", ["\u0663", "\u0969", "\uff13", "\U0001d7d1"])
 def test_only_ascii_digits_make_numbers(digit):
     text = f"sum({digit})"
     with pytest.raises(FormulaError) as info:

@@ -127,8 +127,8 @@ def test_bnscale_through_torch_prunings_pruner_on_the_readme_example() -> None:
     with pytest.warns(UserWarning) as caught:
         pruner.step()
     assert [str(w.message) for w in caught] == [
-        "layer '4': BNScale needs a BatchNorm directly after the layer (none was found on its feature path); "
-        "use another metric for such layers (so its channels are left unpruned)"]
+        ("layer '4': BNScale needs a BatchNorm directly after the layer (none was found on its feature path); "
+         "use another metric for such layers (so its channels are left unpruned)")]
     assert (model[0].out_channels, model[4].in_channels, model[4].out_channels) == (8, 8, 32)
     assert torch.equal(model[0].weight, kept)  # the channels with the largest |γ| stayed
     assert model(x).shape == (100, 10)

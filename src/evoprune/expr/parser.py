@@ -117,13 +117,13 @@ class _Parser:
                 spec = PRIMITIVES[tok.text]
                 raise self.fail(f"function {tok.text!r} needs {spec.arity} argument{'s' * (spec.arity > 1)}",
                                 tok, expected=f"'(' after {tok.text}")
-            raise self.fail(f"unknown operand {repr(_cut(tok.text))}", tok, expected="one of " + ", ".join(OPERANDS),
+            raise self.fail(f"unknown operand {_cut(tok.text)!r}", tok, expected="one of " + ", ".join(OPERANDS),
                             suggestions=close_names(tok.text, list(OPERANDS) + list(PRIMITIVES)))
         if tok.text not in PRIMITIVES:
             if tok.text in OPERANDS:
                 raise self.fail(f"{tok.text!r} is an operand, not a function", tok,
                                 expected=f"{tok.text} without arguments")
-            raise self.fail(f"unknown function {repr(_cut(tok.text))}", tok, expected="a primitive name",
+            raise self.fail(f"unknown function {_cut(tok.text)!r}", tok, expected="a primitive name",
                             suggestions=close_names(tok.text, PRIMITIVES))
         spec = PRIMITIVES[tok.text]
         self.take()  # '('

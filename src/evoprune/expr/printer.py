@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from evoprune.expr.nodes import Call, Const, Node, Var
+from evoprune.expr.nodes import Const, Node, Var
 from evoprune.expr.operands import OPERANDS
 
 _ATOM, _POSTFIX, _UNARY, _MUL, _ADD = 5, 4, 3, 2, 1

@@ -28,7 +28,7 @@ from evoprune.metrics.scoring import (
 from evoprune.expr.stats import ClassStats
 
 __all__ = [
-    "ClassStats", "FeaturePoint", "LayerData", "Metric", "Needs", "UnknownMetricError", "collect_layer_data",
-    "feature_points", "get_metric", "iter_layer_data", "list_metrics", "needs_of_tree", "prunable_layers",
-    "register_metric", "score_layers", "scoring_set", "UnscorableLayerError", "unregister_metric",
+    "ClassStats", "FeaturePoint", "LayerData", "Metric", "Needs", "UnknownMetricError", "UnscorableLayerError",
+    "collect_layer_data", "feature_points", "get_metric", "iter_layer_data", "list_metrics", "needs_of_tree",
+    "prunable_layers", "register_metric", "score_layers", "scoring_set", "unregister_metric",
 ]
