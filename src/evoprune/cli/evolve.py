@@ -150,16 +150,17 @@ class LiveView(Observer):
         self.generations = 0
 
     def __enter__(self) -> LiveView:
-        self.progress.__enter__()
-        return self
+        return self  # the display starts at run_started, after evolve's checks: a refusal stays one line
 
     def __exit__(self, *exc: object) -> None:
-        self.progress.__exit__(*exc)
+        if self.progress.live.is_started:
+            self.progress.__exit__(*exc)
 
     def _print(self, text: str) -> None:
         self.progress.console.print(text) if self.progress.live.is_started else self.console.print(text)
 
     def run_started(self, info: dict[str, Any]) -> None:
+        self.progress.__enter__()
         cfg = info["config"]
         ev = cfg.evolution
         tasks = "; ".join(f"{t.name} ({t.model} on {t.dataset}, weight {w:.2g})"

@@ -129,6 +129,10 @@ class OperatorConfig:
             raise ConfigError("operators.max_height must be at least the mutation and initial tree heights")
 
 
+# More workers or threads than any machine or cluster runs at once is a typo (or a damaged config.json).
+_MAX_PARALLEL = 65536
+
+
 @dataclass(frozen=True)
 class EvaluationConfig:
     """Where and how candidates are evaluated. None of it changes a candidate's fitness except ``threads``,
@@ -155,6 +159,9 @@ class EvaluationConfig:
     def __post_init__(self) -> None:
         _at_least("evaluation.workers", self.workers, 0)
         _at_least("evaluation.threads", self.threads, 1)
+        for name, value in (("workers", self.workers), ("threads", self.threads)):
+            if value > _MAX_PARALLEL:
+                raise ConfigError(f"evaluation.{name} must be ≤ {_MAX_PARALLEL}, got {value}")
         if self.timeout < 0:
             raise ConfigError(f"evaluation.timeout must be ≥ 0 seconds (0 = no limit), got {self.timeout}")
         if self.gpus_per_task < 0:

@@ -171,7 +171,8 @@ def prepare_task(task: TaskConfig, config: EvolutionConfig, models_dir: Path, *,
     model = None
     if path.is_file():
         loaded, payload = load_checkpoint(path)
-        if payload.get("meta", {}).get("task_digest") == digest:
+        meta = payload.get("meta")
+        if isinstance(meta, dict) and meta.get("task_digest") == digest:
             model = loaded
             if log is not None:
                 log("pretrained_reused", task=task.name, path=str(path))
