@@ -104,16 +104,22 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     procs = {name: _evolve("--preset", str(preset), "--out", str(path), hash_seed=i)
              for i, (name, path) in enumerate(dirs.items())}
     killed = procs["killed"]
-    deadline = time.monotonic() + 240
-    while _finished_generation(dirs["killed"]) < 1 and killed.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.005)
-    assert killed.poll() is None, f"the run ended before it could be killed: {killed.stderr.read()[-2000:]}"
-    os.kill(killed.pid, signal.SIGKILL)
-    killed.wait(timeout=30)
-    killed.stderr.close()
-    for name in ("first", "second"):
-        _, err = procs[name].communicate(timeout=300)
-        assert procs[name].returncode == 0, err[-2000:]
+    try:
+        deadline = time.monotonic() + 240
+        while _finished_generation(dirs["killed"]) < 1 and killed.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.005)
+        assert killed.poll() is None, f"the run ended before it could be killed: {killed.stderr.read()[-2000:]}"
+        os.kill(killed.pid, signal.SIGKILL)
+        killed.wait(timeout=30)
+        for name in ("first", "second"):
+            _, err = procs[name].communicate(timeout=300)
+            assert procs[name].returncode == 0, err[-2000:]
+    finally:
+        for proc in procs.values():
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            proc.stderr.close()
     return dirs
 
 
