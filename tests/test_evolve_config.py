@@ -135,3 +135,10 @@ def test_seeds_and_rng_states_are_stable_and_json_safe() -> None:
     a = (random.random(), np.random.rand(), torch.rand(1).item())
     set_rng_state(state)
     assert (random.random(), np.random.rand(), torch.rand(1).item()) == a
+
+
+def test_a_preset_file_of_random_bytes_is_one_config_error(tmp_path: Path) -> None:
+    bad = tmp_path / "mine.toml"
+    bad.write_bytes(bytes(range(128, 256)) * 3)
+    with pytest.raises(ConfigError, match="cannot be read as UTF-8 TOML"):
+        load_config(bad)

@@ -434,7 +434,12 @@ def preset_data(name_or_path: str | Path) -> tuple[dict[str, Any], str]:
     if text_name.endswith(".toml") or path.is_file():
         if not path.is_file():
             raise ConfigError(f"config file {path} does not exist")
-        return _parse_toml(path.read_text(), str(path)), str(path)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"config file {path} cannot be read as UTF-8 TOML text ({exc}); "
+                              "give a preset name or a TOML file") from None
+        return _parse_toml(text, str(path)), str(path)
     names = available_presets()
     if text_name not in names:
         close = difflib.get_close_matches(text_name, names, n=1)
