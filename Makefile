@@ -1,11 +1,11 @@
-# One command sets everything up and runs: `make demo` (the main job) and `make test` (the test suite).
+# One command sets everything up and runs: `make demo` (the main job) and `make test` (lint, layering, test suite).
 # Each creates .venv and installs what it needs on first use.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.evoprune-installed
 
-.PHONY: demo test test-all install bench clean
+.PHONY: demo test test-all lint install bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,7 +19,13 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/evoprune demo
 
-test: $(STAMP)
+# Lint first (seconds): pyflakes/bugbear/isort rules, unreachable code, and the import layers of docs/architecture.md.
+lint: $(STAMP)
+	$(BIN)/ruff check src tests benchmarks docs
+	$(BIN)/vulture src tests benchmarks --min-confidence 100 --ignore-names 'require_*,local_ray'
+	$(BIN)/lint-imports --no-cache
+
+test: lint
 	$(BIN)/python -m pytest -q
 
 test-all: $(STAMP)

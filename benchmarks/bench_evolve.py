@@ -25,13 +25,12 @@ from typing import Any
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import machine, write_results  # noqa: E402
-
-from evoprune.evolve import PAPER_SEEDS, evolve, load_preset  # noqa: E402
-from evoprune.evolve.fitness import FitnessJob, prepare_task, run_fitness_job  # noqa: E402
-from evoprune.evolve.operators import Variation, VariationStats  # noqa: E402
-from evoprune.metrics import get_metric  # noqa: E402
-from evoprune.parallel import Job, ProcessExecutor, SerialExecutor  # noqa: E402
+from _common import machine, write_results
+from evoprune.evolve import PAPER_SEEDS, evolve, load_preset
+from evoprune.evolve.fitness import FitnessJob, prepare_task, run_fitness_job
+from evoprune.evolve.operators import Variation, VariationStats
+from evoprune.metrics import get_metric
+from evoprune.parallel import Job, ProcessExecutor, SerialExecutor
 
 SEEDS = [get_metric(name).formula for name in PAPER_SEEDS]
 

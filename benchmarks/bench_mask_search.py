@@ -26,17 +26,15 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS, gemm_gmacs, machine, median_seconds  # noqa: E402  (benchmarks/ helper)
-
-from evoprune.bench import RunOptions  # noqa: E402
-from evoprune.bench.search import (  # noqa: E402
-    FASHION_RECIPE, MNIST5K_RECIPE, PRESETS, TINY, SearchBenchSettings, trained_lenet5_d2l)
-from evoprune.bench.search import run as run_target  # noqa: E402
-from evoprune.bench.search_report import render_against_baselines, render_comparison, summarise_run  # noqa: E402
-from evoprune.data import load_dataset  # noqa: E402
-from evoprune.search import LayerGraph, MaskEvaluator, evaluate_masked, preset, search_masks, write_run  # noqa: E402
-from evoprune.search.plots import plot_history, plot_layers  # noqa: E402
-from evoprune.train import TrainConfig  # noqa: E402
+from _common import RESULTS, gemm_gmacs, machine, median_seconds
+from evoprune.bench import RunOptions
+from evoprune.bench.search import FASHION_RECIPE, MNIST5K_RECIPE, PRESETS, TINY, SearchBenchSettings, trained_lenet5_d2l
+from evoprune.bench.search import run as run_target
+from evoprune.bench.search_report import render_against_baselines, render_comparison, summarise_run
+from evoprune.data import load_dataset
+from evoprune.search import LayerGraph, MaskEvaluator, evaluate_masked, preset, search_masks, write_run
+from evoprune.search.plots import plot_history, plot_layers
+from evoprune.train import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 CACHE = ROOT / "runs" / "bench_mask_search"

@@ -49,25 +49,24 @@ if ARGS is not None:  # before numpy/torch load their thread pools
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[var] = str(ARGS.threads)
 
-import gc  # noqa: E402
-import json  # noqa: E402
-import platform  # noqa: E402
-import statistics  # noqa: E402
-import time  # noqa: E402
-from pathlib import Path  # noqa: E402
+import gc
+import json
+import platform
+import statistics
+import time
+from pathlib import Path
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+import numpy as np
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
-from test_metrics_reference import ref_ga_func2  # noqa: E402  (the test suite's correctness reference)
-
-import evoprune.expr.stats as stats_mod  # noqa: E402
-from evoprune.expr import ClassStats  # noqa: E402
-from evoprune.metrics import LayerData, get_metric, prunable_layers, score_layers  # noqa: E402
-from evoprune.metrics.feature_points import Capture, feature_points  # noqa: E402
-from evoprune.models import build_model  # noqa: E402
+import evoprune.expr.stats as stats_mod
+from evoprune.expr import ClassStats
+from evoprune.metrics import LayerData, get_metric, prunable_layers, score_layers
+from evoprune.metrics.feature_points import Capture, feature_points
+from evoprune.models import build_model
+from test_metrics_reference import ref_ga_func2
 
 
 def _cpu_model() -> str:

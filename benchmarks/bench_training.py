@@ -25,7 +25,7 @@ def forward_macs(model: torch.nn.Module, shape: tuple[int, ...]) -> int:
     """Multiply-accumulates of one forward pass of one sample (conv and linear layers)."""
     total = 0
 
-    def hook(module: torch.nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
+    def hook(module: torch.nn.Module, _inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
         nonlocal total
         if isinstance(module, torch.nn.Conv2d):
             total += output[0].numel() * module.in_channels // module.groups * module.kernel_size[0] * module.kernel_size[1]

@@ -10,7 +10,7 @@ import torch
 from evoprune.checkpoint import save_checkpoint
 from evoprune.cli import main
 from evoprune.models import build_model
-from evoprune.prune.io import example_input, replay_history, save_pruned
+from evoprune.prune.history import example_input, replay_history
 
 
 def _empty(tmp_path: Path) -> Path:
@@ -27,7 +27,7 @@ def _dataset_123(tmp_path: Path) -> Path:
 def _index_99999(tmp_path: Path) -> Path:
     history = [["fc1", True, [3]]]
     model = replay_history(build_model("lenet5"), history, example_input({}))
-    path = save_pruned(tmp_path / "idx.pt", model, arch="lenet5", arch_kwargs={}, pruning_history=history)
+    path = save_checkpoint(tmp_path / "idx.pt", model, arch="lenet5", arch_kwargs={}, pruning_history=history)
     payload = torch.load(path, weights_only=True)
     payload["meta"]["pruning"]["history"] = [["fc1", True, [99999]]]
     torch.save(payload, path)

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from evoprune.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
 from evoprune.errors import CheckpointError
 from evoprune.models import build_model
-from evoprune.prune.io import example_input, replay_history, save_pruned
+from evoprune.prune.history import example_input, replay_history
 
 KWARGS = {"in_channels": 1, "num_classes": 4, "image_size": (28, 28)}
 HISTORY = [["conv1", True, [0, 3]], ["conv2", True, [1, 2, 5]], ["fc1", True, [7]]]
@@ -36,7 +36,7 @@ def plain_payload() -> dict[str, Any]:
 def pruned_payload(tmp_path: Path) -> dict[str, Any]:
     torch.manual_seed(0)
     model = replay_history(build_model("lenet5", **KWARGS), HISTORY, example_input(KWARGS))
-    path = save_pruned(tmp_path / "pruned.pt", model, arch="lenet5", arch_kwargs=KWARGS, pruning_history=HISTORY,
+    path = save_checkpoint(tmp_path / "pruned.pt", model, arch="lenet5", arch_kwargs=KWARGS, pruning_history=HISTORY,
                        meta={"dataset": "mnist5k"})
     return torch.load(path, weights_only=True)
 

@@ -16,12 +16,12 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_data import make_idx_folder, write_cifar10, write_idx
 
 from evoprune.cli import main
 from evoprune.data import load_dataset
 from evoprune.data.idx import read_idx
 from evoprune.errors import DataError, EvopruneError
+from test_data import make_idx_folder, write_cifar10, write_idx
 
 TRAIN_IMAGES = "train-images-idx3-ubyte"
 TRAIN_LABELS = "train-labels-idx1-ubyte"

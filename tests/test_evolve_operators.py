@@ -7,12 +7,11 @@ import random
 import pytest
 import torch
 
-from evoprune.evolve.config import OperatorConfig
+from evoprune.evolve.config import PAPER_SEEDS, OperatorConfig
 from evoprune.evolve.cost import LayerDims, affordable, estimate_cost
 from evoprune.evolve.operators import Variation, VariationStats, default_test_layers, rng_scope, scores_are_finite
 from evoprune.expr import evaluate, from_deap, infer, is_valid, parse
 from evoprune.metrics import get_metric
-from evoprune.evolve.config import PAPER_SEEDS
 
 SEED_FORMULAS = [get_metric(name).formula for name in PAPER_SEEDS]
 

@@ -12,10 +12,10 @@ import time
 from pathlib import Path
 
 import pytest
-from test_evolve_engine import summary, tiny_config
 
 from evoprune.evolve import evolve
 from evoprune.parallel import Job
+from test_evolve_engine import summary, tiny_config
 
 ray = pytest.importorskip("ray", reason="Ray is optional: pip install -e '.[ray]' (CI installs it) to run these tests")
 

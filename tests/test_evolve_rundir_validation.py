@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 from evoprune.cli import main
 from evoprune.errors import EvopruneError
 from evoprune.evolve import Observer, config_from_dict, evolve
-from evoprune.evolve.rundir import RunDir, RunDirError
+from evoprune.evolve.rundir import RunDirError
 
 # One small MLP task, two generations: a finished run in about 2 s.
 SMALL_TOML = """

@@ -49,7 +49,7 @@ def test_signatures_are_exactly_the_well_typed_ones():
     assert ("geo_median", (matrix("F", "K"),), vector("K")) in sigs
     assert not any(op == "add" and args == (matrix("n_P", "D"), matrix("n_Q", "D")) for op, args, _ in sigs)
     assert not any(op == "out_dot" for op, _, _ in sigs)  # its results leave the universe
-    for op, args, res in sigs:
+    for _, args, res in sigs:
         assert res in DEFAULT_UNIVERSE and all(a in DEFAULT_UNIVERSE for a in args)
 
 

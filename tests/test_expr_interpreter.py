@@ -19,7 +19,7 @@ from evoprune.expr import (
     sanitize_scores,
     to_prefix,
 )
-from evoprune.expr.nodes import Call, Const, Var
+from evoprune.expr.nodes import Const, Var
 from evoprune.metrics import LayerData, Metric
 from test_expr_primitives import NP_OPS
 

@@ -210,7 +210,7 @@ def test_untraceable_models_fall_back_to_layer_outputs():
 
 
 def test_errors_are_clear(lenet):
-    x, y = torch.rand(8, 1, 28, 28), torch.arange(8) % 10
+    x = torch.rand(8, 1, 28, 28)
     with pytest.raises(ValueError, match="needs labels"):
         score_layers(lenet, "eq3", x)
     with pytest.raises(ValueError, match="scoring set"):

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from evoprune.checkpoint import load_checkpoint
 from evoprune.cli import main
-from evoprune.prune import load_pruned
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +30,7 @@ def test_prune_checkpoint_to_a_macs_target(checkpoint: Path, tmp_path: Path, cap
     assert report["data"] == "synthetic" and report["metric"] == "WL1"
     assert report["after"]["macs"] < report["before"]["macs"] and 0.4 < report["macs_kept"] < 0.6
     assert report["steps"][0]["finetune_epochs"] == 1 and report["after"]["test_accuracy"] is not None
-    model, payload = load_pruned(out)
+    model, payload = load_checkpoint(out)
     assert sum(p.numel() for p in model.parameters()) == report["after"]["params"]
     assert payload["meta"]["metric"] == "WL1"
 
@@ -43,7 +43,7 @@ def test_prune_zoo_model_train_free_with_a_formula_and_a_table(tmp_path: Path) -
     assert code == 0
     report = json.loads(out.with_suffix(".json").read_text())
     assert "features.0" not in report["after"]["widths"] and report["after"]["widths"]["features.4"] == 16
-    model, _ = load_pruned(out)
+    model, _ = load_checkpoint(out)
     assert model.features[0].out_channels == 16 and model.features[4].out_channels == 16
     assert report["steps"][0]["finetune_epochs"] == 0
 

@@ -11,8 +11,7 @@ from torch import nn
 from torch.nn.utils import prune
 
 from evoprune.data import load_dataset
-from evoprune.search import evaluate_masked, preset, search_masks
-from evoprune.search import LayerGraph, MaskEvaluator
+from evoprune.search import LayerGraph, MaskEvaluator, evaluate_masked, preset, search_masks
 from evoprune.search.ga import tournament
 from evoprune.search.objective import Objective, Score
 from evoprune.search.runner import _adapt

@@ -8,7 +8,15 @@ from torch import nn
 from torch.nn.utils import prune
 
 from evoprune.errors import ConfigError
-from evoprune.search import apply_masks, baseline_masks, evaluate_masked, layer_stats, load_masks, masks_from_model, save_masks
+from evoprune.search import (
+    apply_masks,
+    baseline_masks,
+    evaluate_masked,
+    layer_stats,
+    load_masks,
+    masks_from_model,
+    save_masks,
+)
 
 
 def tiny() -> nn.Sequential:

@@ -132,7 +132,8 @@ def test_load_checkpoint_replays_structural_pruning(tmp_path: Path) -> None:
     kwargs = {"in_channels": 1, "num_classes": 4, "image_size": (16, 16)}
     pruner = ChannelPruner("l1", schedule=PruneSchedule(ratio=0.5), finetune=None, evaluate_test=False,
                            latency_repeats=1).prune(build_model("lenet5", **kwargs), data)
-    path = pruner.save(tmp_path / "pruned.pt", arch="lenet5", arch_kwargs=kwargs)
+    path = save_checkpoint(tmp_path / "pruned.pt", pruner.model_, arch="lenet5", arch_kwargs=kwargs,
+                           pruning_history=pruner.pruning_history_)
     loaded, _ = load_checkpoint(path)
     assert loaded.conv1.out_channels == pruner.model_.conv1.out_channels == 10
     x = data.test.x[:4]

@@ -15,7 +15,9 @@ import torch
 from torch import nn
 
 from evoprune.atomic import write_atomic
-from evoprune.errors import CheckpointError
+from evoprune.errors import CheckpointError, describe, first_line
+from evoprune.models import build_model
+from evoprune.prune.history import apply_pruning_record, check_pruning_record, pruning_record
 
 FORMAT = "evoprune.checkpoint/1"
 _MAX_SEED = 2**32 - 1  # numpy / scikit-learn seeds
@@ -24,23 +26,36 @@ _MAX_PRUNED_FACTOR = 1000  # a pruned model keeps at least 0.1% of the weights o
 
 
 def save_checkpoint(
-    path: str | Path, model: nn.Module, *, arch: str, arch_kwargs: dict[str, Any], meta: dict[str, Any] | None = None
+    path: str | Path,
+    model: nn.Module,
+    *,
+    arch: str,
+    arch_kwargs: dict[str, Any],
+    meta: dict[str, Any] | None = None,
+    pruning_history: list[list[Any]] | None = None,
 ) -> Path:
-    """Write ``model``'s weights with the zoo name and arguments that rebuild it, atomically (temp file + rename)."""
+    """Write ``model``'s weights with the zoo name and arguments that rebuild it, atomically (temp file + rename).
+
+    A structurally pruned model passes the ``pruning_history`` that shrank it from the zoo model (its
+    ``ChannelPruner.pruning_history_``); :func:`load_checkpoint` replays it before loading the weights.
+    """
+    meta = dict(meta or {})
+    if pruning_history:
+        meta["pruning"] = pruning_record(pruning_history, arch_kwargs)
     payload = {
         "format": FORMAT,
         "arch": arch,
         "arch_kwargs": dict(arch_kwargs),
-        "meta": dict(meta or {}),
+        "meta": meta,
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
     }
     return write_atomic(path, lambda handle: torch.save(payload, handle))
 
 
-def first_line(exc: BaseException, limit: int = 200) -> str:
-    """``Type: first line of the message`` of an exception, for one-line errors (also when the message is empty)."""
-    lines = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {lines[0][:limit]}" if lines else type(exc).__name__
+def pruning_history_of(payload: dict[str, Any]) -> list[list[Any]]:
+    """The pruning history stored in a checkpoint payload ([] for an unpruned model), to prune it further."""
+    record = payload.get("meta", {}).get("pruning") or {}
+    return [list(entry) for entry in record.get("history", [])]
 
 
 def _refuse(path: Path, problem: str) -> CheckpointError:
@@ -49,12 +64,6 @@ def _refuse(path: Path, problem: str) -> CheckpointError:
         f"checkpoint {path}: {problem}. The file is corrupt, truncated, edited or not an evoprune checkpoint: "
         "restore the original, or write a new one with `evoprune train` (or `evoprune prune`)"
     )
-
-
-def describe(value: object, limit: int = 60) -> str:
-    """``type repr`` of a value read from a file, on one line and cut to ``limit`` characters, for error messages."""
-    text = " ".join(repr(value).split())
-    return f"{type(value).__name__} {text[:limit]}{'...' if len(text) > limit else ''}"
 
 
 def _check_meta(path: Path, meta: object) -> dict[str, Any]:
@@ -71,8 +80,6 @@ def _check_meta(path: Path, meta: object) -> dict[str, Any]:
     if normalize is not None and not isinstance(normalize, bool):
         raise _refuse(path, f"field 'meta.normalize' must be true or false, found {describe(normalize)}")
     if meta.get("pruning") is not None:
-        from evoprune.prune.io import check_pruning_record
-
         try:
             check_pruning_record(meta["pruning"])
         except CheckpointError as exc:
@@ -136,8 +143,6 @@ def _check_state_dict(path: Path, model: nn.Module, state: dict[str, torch.Tenso
 
 def _build(path: Path, arch: str, kwargs: dict[str, Any]) -> nn.Module:
     """The zoo model a checkpoint names, or a CheckpointError when its name or arguments are wrong."""
-    from evoprune.models import build_model
-
     try:
         return build_model(arch, **kwargs)
     except Exception as exc:
@@ -148,7 +153,7 @@ def _build(path: Path, arch: str, kwargs: dict[str, Any]) -> nn.Module:
 def load_checkpoint(path: str | Path, *, map_location: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
     """Rebuild the model by name from the zoo and load its weights. Returns ``(model, payload)``.
 
-    A structurally pruned model (``meta["pruning"]``, written by ``evoprune.prune``) is rebuilt unpruned, then its
+    A structurally pruned model (``meta["pruning"]``, saved with its ``pruning_history``) is rebuilt unpruned, then its
     recorded pruning history is replayed so every layer has its pruned width before the weights load.
     """
     path = Path(path)
@@ -167,8 +172,6 @@ def load_checkpoint(path: str | Path, *, map_location: str | torch.device = "cpu
             raise _refuse(path, f"fields 'arch'/'arch_kwargs' {describe(kwargs)} build a {arch!r} of {needed:,} "
                                 f"weights, more than {_MAX_PRUNED_FACTOR} times the {stored:,} in 'state_dict'")
         model = _build(path, arch, kwargs)
-        from evoprune.prune.io import apply_pruning_record
-
         try:
             apply_pruning_record(model, record, kwargs)
         except CheckpointError as exc:

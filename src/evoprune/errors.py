@@ -29,3 +29,15 @@ class OutputPathError(EvopruneError, OSError):
 
 class DataError(EvopruneError, ValueError):
     """A dataset file exists but is truncated, corrupt or inconsistent; the message names the file and the fix."""
+
+
+def first_line(exc: BaseException, limit: int = 200) -> str:
+    """``Type: first line of the message`` of an exception, for one-line errors (also when the message is empty)."""
+    lines = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0][:limit]}" if lines else type(exc).__name__
+
+
+def describe(value: object, limit: int = 60) -> str:
+    """``type repr`` of a value read from a file, on one line and cut to ``limit`` characters, for error messages."""
+    text = " ".join(repr(value).split())
+    return f"{type(value).__name__} {text[:limit]}{'...' if len(text) > limit else ''}"

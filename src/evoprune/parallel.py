@@ -180,7 +180,7 @@ class SerialExecutor(Executor):
         start = time.perf_counter()
         previous = None
         if timeout:
-            def alarm(signum: int, frame: object) -> None:
+            def alarm(_signum: int, _frame: object) -> None:
                 raise _JobTimeout
 
             previous = signal.signal(signal.SIGALRM, alarm)

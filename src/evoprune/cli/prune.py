@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from evoprune.atomic import check_output, write_atomic
+from evoprune.checkpoint import load_checkpoint, pruning_history_of, save_checkpoint
 from evoprune.cli.common import add_runtime_args, apply_threads, check_fits_data, parse_key_values
 from evoprune.data import load_dataset
 from evoprune.errors import ConfigError
@@ -22,8 +23,6 @@ from evoprune.prune import (
     PruneResult,
     PruneSchedule,
     export_onnx,
-    load_pruned,
-    pruning_history_of,
 )
 from evoprune.train import TRAIN_PRESETS, get_train_preset
 
@@ -103,7 +102,7 @@ def _load(args: argparse.Namespace) -> tuple[Any, str, dict[str, Any], dict[str,
     if args.checkpoint is not None:
         if args.model:
             raise ConfigError("give either --checkpoint or --model, not both")
-        model, payload = load_pruned(args.checkpoint)
+        model, payload = load_checkpoint(args.checkpoint)
         return model, payload["arch"], dict(payload["arch_kwargs"]), dict(payload.get("meta", {})), pruning_history_of(payload)
     if not args.model:
         raise ConfigError("nothing to prune: give --checkpoint PATH (see `evoprune train`) or --model NAME (untrained)")
@@ -156,10 +155,11 @@ def run(args: argparse.Namespace) -> int:
     console.print(f"pruning [bold]{arch}[/] on {data.describe()} with metric [bold]{args.metric}[/]")
     pruner.prune(model, data, prior_history=history)
     result = pruner.result_
-    pruner.save(out, arch=arch, arch_kwargs=arch_kwargs, meta={
+    save_checkpoint(out, pruner.model_, arch=arch, arch_kwargs=arch_kwargs, pruning_history=pruner.pruning_history_,
+                    meta={
         "dataset": data.name, "seed": args.seed, "normalize": normalize, "metric": args.metric,
         "val_accuracy": result.after.val_accuracy, "test_accuracy": result.after.test_accuracy,
-        "source_checkpoint": str(args.checkpoint) if args.checkpoint else None,
+        "source_checkpoint": str(args.checkpoint) if args.checkpoint else None, "prune_result": result.to_dict(),
     })
     if args.onnx is not None:
         export_onnx(pruner.model_, args.onnx, data.test.x[:1])

@@ -14,6 +14,7 @@ from evoprune.atomic import check_output
 from evoprune.cli.common import add_runtime_args, apply_threads, check_fits_data
 from evoprune.errors import ConfigError
 
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "search",

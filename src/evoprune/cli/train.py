@@ -9,10 +9,10 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from evoprune.atomic import check_output
 from evoprune.cli.common import add_data_args, add_runtime_args, apply_threads, parse_key_values
 from evoprune.data import available_datasets, load_dataset
 from evoprune.models import available_models, build_model
-from evoprune.atomic import check_output
 from evoprune.train import (
     TRAIN_PRESETS,
     default_preset_for,

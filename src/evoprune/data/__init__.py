@@ -18,13 +18,12 @@ from pathlib import Path
 
 import numpy as np
 
-from evoprune.checkpoint import first_line
 from evoprune.data.cifar import read_cifar
 from evoprune.data.embedded import read_digits, read_mnist5k
 from evoprune.data.idx import read_idx_folder
 from evoprune.data.splits import DatasetSplits, Split, check_fraction, standardize, stratified_split, to_split
 from evoprune.data.synthetic import make_synthetic
-from evoprune.errors import ConfigError, DataError
+from evoprune.errors import ConfigError, DataError, first_line
 
 __all__ = ["DatasetSplits", "Split", "available_datasets", "load_dataset", "DATA_DIR_ENV"]
 

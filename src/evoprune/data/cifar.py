@@ -12,8 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from evoprune.checkpoint import first_line
-from evoprune.errors import DataError, DatasetNotFoundError
+from evoprune.errors import DataError, DatasetNotFoundError, first_line
 
 _ALLOWED_GLOBALS = {
     ("numpy.core.multiarray", "_reconstruct"),

@@ -13,8 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from evoprune.checkpoint import first_line
-from evoprune.errors import DataError, DatasetNotFoundError
+from evoprune.errors import DataError, DatasetNotFoundError, first_line
 
 _DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 

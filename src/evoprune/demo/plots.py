@@ -11,9 +11,9 @@ from typing import Any
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402  (backend first)
+import matplotlib.pyplot as plt
 
-from evoprune.search.plots import trajectory  # noqa: E402
+from evoprune.search.plots import trajectory
 
 
 def plot_accuracy_macs(results: Mapping[str, Any], path: Path) -> Path:

@@ -101,6 +101,7 @@ def prune_step(trained: Trained, metric: str, config: DemoConfig, out: Path, *, 
                progress: bool) -> Pruned:
     """Prune a copy of the trained model with ``metric`` on the paper's LeNet-5 schedule, fine-tuning after each
     step; save the pruned checkpoint and its results JSON under ``prune/``."""
+    from evoprune.checkpoint import save_checkpoint
     from evoprune.prune import ChannelPruner
     from evoprune.train import get_train_preset
 
@@ -111,9 +112,10 @@ def prune_step(trained: Trained, metric: str, config: DemoConfig, out: Path, *, 
     pruner.prune(trained.model, trained.data)
     result = pruner.result_
     checkpoint = out / "prune" / f"{MODEL}-{metric}.pt"
-    pruner.save(checkpoint, arch=MODEL, arch_kwargs=trained.arch_kwargs, meta={
+    save_checkpoint(checkpoint, pruner.model_, arch=MODEL, arch_kwargs=trained.arch_kwargs,
+                    pruning_history=pruner.pruning_history_, meta={
         "dataset": DATASET, "seed": seed, "normalize": False, "metric": metric,
-        "source_checkpoint": str(trained.checkpoint),
+        "source_checkpoint": str(trained.checkpoint), "prune_result": result.to_dict(),
     })
     results_json = checkpoint.with_suffix(".json")
     results_json.write_text(json.dumps({"model": MODEL, "data": DATASET, "seed": seed, "checkpoint": str(checkpoint),

@@ -27,8 +27,14 @@ from typing import Any
 from evoprune.atomic import check_output
 from evoprune.errors import ConfigError
 from evoprune.evolve.config import EvolutionConfig, config_to_dict
-from evoprune.evolve.fitness import FitnessJob, PreparedTask, derive_seed, prepare_task, run_fitness_job
-from evoprune.evolve.fitness import weighted_geometric_mean
+from evoprune.evolve.fitness import (
+    FitnessJob,
+    PreparedTask,
+    derive_seed,
+    prepare_task,
+    run_fitness_job,
+    weighted_geometric_mean,
+)
 from evoprune.evolve.operators import Variation, VariationStats
 from evoprune.evolve.population import (
     CacheEntry,
@@ -39,11 +45,17 @@ from evoprune.evolve.population import (
     select_elites,
     tournament,
 )
-from evoprune.evolve.rundir import Checkpoint, RunDir, RunDirError, random_state_to_json, rng_state, set_rng_state
-from evoprune.evolve.rundir import write_json_atomic
+from evoprune.evolve.rundir import (
+    Checkpoint,
+    RunDir,
+    RunDirError,
+    random_state_to_json,
+    rng_state,
+    set_rng_state,
+    write_json_atomic,
+)
 from evoprune.expr import FormulaError, height, parse, size, to_infix
 from evoprune.parallel import Executor, Job, Outcome, make_executor, torch_threads
-
 
 # Imported by each local worker process at start-up, while the main process pretrains (torch._dynamo: the first
 # optimizer a process builds imports it, about 2 s).

@@ -29,8 +29,8 @@ import torch
 from evoprune.checkpoint import load_checkpoint, save_checkpoint
 from evoprune.data import DatasetSplits, Split, load_dataset
 from evoprune.errors import EvopruneError
-from evoprune.evolve.cost import affordable, layer_dims
 from evoprune.evolve.config import EvolutionConfig, TaskConfig, prune_schedule, train_config
+from evoprune.evolve.cost import affordable, layer_dims
 from evoprune.expr import evaluate, parse
 
 WORST_FITNESS = 0.0

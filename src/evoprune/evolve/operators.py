@@ -32,8 +32,17 @@ from deap import gp
 
 from evoprune.evolve.config import OperatorConfig
 from evoprune.evolve.cost import LayerDims, affordable
-from evoprune.expr import FormulaError, Node, build_primitive_set, canonical_key, evaluate, from_deap, parse, to_deap
-from evoprune.expr import to_prefix
+from evoprune.expr import (
+    FormulaError,
+    Node,
+    build_primitive_set,
+    canonical_key,
+    evaluate,
+    from_deap,
+    parse,
+    to_deap,
+    to_prefix,
+)
 
 Tree = gp.PrimitiveTree
 

@@ -445,7 +445,7 @@ class RunDir:
         """Append one event (flushed at once, so a killed run keeps every finished evaluation)."""
         import datetime as _dt
 
-        record = {"time": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="milliseconds"), "event": event, **fields}
+        record = {"time": _dt.datetime.now(_dt.UTC).isoformat(timespec="milliseconds"), "event": event, **fields}
         if self._events is None:
             self.path.mkdir(parents=True, exist_ok=True)
             self._drop_cut_line()

@@ -50,7 +50,7 @@ class FormulaError(EvopruneError, ValueError):
             lines.append("did you mean: " + ", ".join(self.suggestions) + "?")
         return "\n".join(lines)
 
-    def with_formula(self, formula: str) -> "FormulaError":
+    def with_formula(self, formula: str) -> FormulaError:
         """The same error, re-rendered against the formula text."""
         return FormulaError(self.reason, formula=formula, pos=self.pos, length=self.length,
                              expected=self.expected, suggestions=self.suggestions)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Union
 
 
 @dataclass(frozen=True)
@@ -28,7 +27,7 @@ class Call:
     """A primitive applied to arguments, e.g. ``div(a, b)``."""
 
     op: str
-    args: tuple["Node", ...]
+    args: tuple[Node, ...]
     pos: int | None = field(default=None, compare=False, repr=False)
     _hash: int = field(init=False, default=0, compare=False, repr=False)
 
@@ -45,7 +44,7 @@ class Call:
         return (Call, (self.op, self.args, self.pos))
 
 
-Node = Union[Var, Const, Call]
+Node = Var | Const | Call
 
 
 def walk(node: Node) -> Iterator[Node]:

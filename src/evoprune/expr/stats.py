@@ -54,7 +54,7 @@ class ClassStats:
     _work: Tensor | None = field(default=None, repr=False, compare=False)  # reused float64 block buffers
 
     @classmethod
-    def empty(cls, channels: int, positions: int, num_classes: int = 1, *, device=None) -> "ClassStats":
+    def empty(cls, channels: int, positions: int, num_classes: int = 1, *, device=None) -> ClassStats:
         dt = torch.float64
         return cls(
             count=torch.zeros(num_classes, dtype=dt, device=device),
@@ -139,7 +139,7 @@ class ClassStats:
         self._work = None
 
     @classmethod
-    def from_features(cls, features: Tensor, labels: Tensor | None = None, *, batch_size: int = 1024) -> "ClassStats":
+    def from_features(cls, features: Tensor, labels: Tensor | None = None, *, batch_size: int = 1024) -> ClassStats:
         """Statistics of a materialised ``[N, C, ...]`` feature tensor."""
         n, c = features.shape[0], features.shape[1]
         d = features[0:1].reshape(1, c, -1).shape[2] if n else int(torch.tensor(features.shape[2:]).prod())
@@ -150,14 +150,14 @@ class ClassStats:
         out.release()
         return out
 
-    def present(self) -> "ClassStats":
+    def present(self) -> ClassStats:
         """Only the class slots that saw at least one sample (``self`` itself when every slot did: read only)."""
         keep = self.count > 0
         if bool(keep.all()):  # the usual case: no copies
             return self
         return ClassStats(self.count[keep], self.pos_sum[keep], self.sq_parts[keep], self.classes[keep], self.labelled)
 
-    def merge(self, other: "ClassStats") -> "ClassStats":
+    def merge(self, other: ClassStats) -> ClassStats:
         """Sum of two statistics of the same layer (e.g. from two workers)."""
         if other.pos_sum.shape[1:] != self.pos_sum.shape[1:]:
             raise ValueError("cannot merge statistics of layers with different shapes")

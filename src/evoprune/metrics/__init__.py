@@ -7,6 +7,7 @@
 declares its :class:`Needs` and exposes ``score(LayerData) -> Tensor[C]``.
 """
 
+from evoprune.expr.stats import ClassStats
 from evoprune.metrics.base import Metric, UnscorableLayerError, needs_of_tree
 from evoprune.metrics.layer_data import LayerData, Needs
 from evoprune.metrics.registry import (
@@ -22,10 +23,9 @@ from evoprune.metrics.scoring import (
     feature_points,
     iter_layer_data,
     prunable_layers,
-    scoring_set,
     score_layers,
+    scoring_set,
 )
-from evoprune.expr.stats import ClassStats
 
 __all__ = [
     "ClassStats", "FeaturePoint", "LayerData", "Metric", "Needs", "UnknownMetricError", "UnscorableLayerError",

@@ -66,7 +66,7 @@ class Metric:
     @classmethod
     def from_formula(cls, formula: str | Node, *, name: str | None = None, kind: str = "formula",
                      doc: str = "", source: str = "user formula", aliases: tuple[str, ...] = (),
-                     fn: Callable[[LayerData], Tensor] | None = None) -> "Metric":
+                     fn: Callable[[LayerData], Tensor] | None = None) -> Metric:
         tree = parse(formula) if isinstance(formula, str) else formula
         return cls(name=name or to_prefix(tree), kind=kind, doc=doc, source=source, needs=needs_of_tree(tree),
                    tree=tree, fn=fn, aliases=aliases)

@@ -84,7 +84,7 @@ def _trace(model: nn.Module) -> GraphModule | None:
     model.eval()  # functional dropout(training=self.training) is baked in at trace time
     try:
         return symbolic_trace(model)
-    except Exception as err:  # noqa: BLE001 - any tracing failure means "fall back to hooks"
+    except Exception as err:
         warnings.warn(f"torch.fx could not trace {type(model).__name__} ({type(err).__name__}: {err}); "
                       "feature maps are read at the raw layer outputs", stacklevel=3)
         return None
@@ -207,7 +207,7 @@ def _out_channels(module: nn.Module) -> int:
 class _Tap(nn.Module):
     """Identity that hands its input to the capture's sink."""
 
-    def __init__(self, key: str, capture: "Capture") -> None:
+    def __init__(self, key: str, capture: Capture) -> None:
         super().__init__()
         self.key = key
         self._capture = [capture]  # a list, so the capture is not registered as a submodule
@@ -253,7 +253,7 @@ class Capture:
         for layer, p in points.items():
             if p.method == "output":
                 self._hooks.append(modules[layer].register_forward_hook(
-                    lambda mod, inp, out, key=layer: self.emit(key, out)))
+                    lambda _mod, _inp, out, key=layer: self.emit(key, out)))
 
     def emit(self, key: str, x: Tensor) -> Tensor:
         if self.sink is not None:
@@ -272,7 +272,7 @@ class Capture:
             h.remove()
         self._hooks.clear()
 
-    def __enter__(self) -> "Capture":
+    def __enter__(self) -> Capture:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -26,7 +26,7 @@ class Needs:
     bn: bool = False
     grads: bool = False
 
-    def __or__(self, other: "Needs") -> "Needs":
+    def __or__(self, other: Needs) -> Needs:
         return Needs(**{f.name: getattr(self, f.name) or getattr(other, f.name) for f in fields(self)})
 
     @property

@@ -14,7 +14,6 @@ import copy
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -26,7 +25,6 @@ from evoprune.prune.accounting import count_macs_params, measure_latency
 from evoprune.prune.errors import PruningError
 from evoprune.prune.graph import ChannelGroup, ModelGraph, matches
 from evoprune.prune.importance import Coupling, MetricImportance, resolve_scorer
-from evoprune.prune.io import save_pruned
 from evoprune.prune.schedule import PresetSchedule, PruneSchedule, ResolvedSchedule, get_preset, resolve
 from evoprune.prune.selection import select_global, select_local
 from evoprune.train import TrainConfig, evaluate, get_train_preset, train
@@ -199,12 +197,6 @@ class ChannelPruner:
         )
         return self
 
-    def save(self, path: str | Path, *, arch: str, arch_kwargs: dict[str, Any], meta: dict[str, Any] | None = None) -> Path:
-        """Save the pruned model as a checkpoint that :func:`evoprune.prune.load_pruned` rebuilds (no pickled code)."""
-        self._check_fitted()
-        return save_pruned(path, self.model_, arch=arch, arch_kwargs=arch_kwargs, pruning_history=self.pruning_history_,
-                           meta={"prune_result": self.result_.to_dict(), **(meta or {})})
-
     # --- steps ----------------------------------------------------------------------------------------------------
 
     def _step(
@@ -295,12 +287,6 @@ class ChannelPruner:
             if key not in measured:  # many ratios floor to the same plan: prune and count each plan once
                 measured[key] = _pruned_macs(graph, schedule, plan, example)
             return measured[key]
-
-            trial_graph = ModelGraph(trial, example)
-            trial_groups = {g.name: g for g in trial_graph.prunable_groups(schedule.ignore)}
-            for name, idxs in plan.items():
-                trial_graph.prune(trial_groups[name], idxs)
-            return count_macs_params(trial, example)[0]
 
         lo, hi = 0.0, 1.0 - 1e-6
         lo_macs, hi_macs = base_macs, macs_at(hi)

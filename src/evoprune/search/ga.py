@@ -11,7 +11,13 @@ from __future__ import annotations
 import torch
 
 from evoprune.search.config import GAConfig, SearchConfig
-from evoprune.search.moves import prune_only, prune_restore, resample_mutation, single_point_crossover, uniform_crossover
+from evoprune.search.moves import (
+    prune_only,
+    prune_restore,
+    resample_mutation,
+    single_point_crossover,
+    uniform_crossover,
+)
 from evoprune.search.objective import Score
 from evoprune.search.schedules import linear_rate
 from evoprune.search.state import Genome, Phase, SearchState

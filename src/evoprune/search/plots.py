@@ -10,7 +10,7 @@ from typing import Any
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402  (backend first)
+import matplotlib.pyplot as plt
 
 _STYLE = {"sa": {"linestyle": "-", "marker": "."}, "ga": {"linestyle": "--", "marker": "o", "markersize": 3}}
 

@@ -13,8 +13,8 @@ import copy
 import os
 import platform
 import time
-from dataclasses import replace
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import Any, Protocol
 
 import torch
