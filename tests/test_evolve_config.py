@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from evoprune.config import parse_assignment
 from evoprune.errors import ConfigError
 from evoprune.evolve import (
     PAPER_SEEDS,
@@ -16,7 +17,6 @@ from evoprune.evolve import (
     config_to_dict,
     load_config,
     load_preset,
-    parse_override,
     weighted_geometric_mean,
 )
 from evoprune.evolve.fitness import WORST_FITNESS, derive_seed
@@ -49,11 +49,12 @@ def test_config_round_trips_through_plain_data() -> None:
 def test_overrides_by_dotted_key_and_task_name() -> None:
     config = load_config("quick", {"evolution.population": 8, "tasks.vgg-digits.finetune.epochs": 3, "tasks.0.weight": 2.0})
     assert config.evolution.population == 8
-    assert config.tasks[1].finetune["epochs"] == 3 and config.tasks[0].weight == 2.0
-    assert parse_override("evolution.seeds=[\"WL1\", \"FDR\"]") == ("evolution.seeds", ["WL1", "FDR"])
-    assert parse_override("evaluation.executor=ray") == ("evaluation.executor", "ray")
-    assert parse_override("evaluation.timeout=2.5") == ("evaluation.timeout", 2.5)
-    with pytest.raises(ConfigError, match="no task 'nope'"):
+    assert config.tasks[1].finetune.epochs == 3 and config.tasks[0].weight == 2.0
+    assert config.tasks[1].finetune.batch_size == 64  # the rest of the task's recipe stays
+    assert parse_assignment("evolution.seeds=[\"WL1\", \"FDR\"]") == ("evolution.seeds", ["WL1", "FDR"])
+    assert parse_assignment("evaluation.executor=ray") == ("evaluation.executor", "ray")
+    assert parse_assignment("evaluation.timeout=2.5") == ("evaluation.timeout", 2.5)
+    with pytest.raises(ConfigError, match="no entry 'nope'; entries: lenet5-mnist5k, vgg-digits"):
         load_config("quick", {"tasks.nope.weight": 1.0})
 
 
@@ -65,7 +66,9 @@ def test_overrides_by_dotted_key_and_task_name() -> None:
     ({"evolution": {"crossover_prob": 1.5}, "tasks": [TASK]}, r"in \[0, 1\]"),
     ({"tasks": []}, "at least one fitness task"),
     ({"tasks": [TASK, TASK]}, "unique"),
-    ({"tasks": [{**TASK, "finetune": {"epochz": 1}}]}, "unknown training setting"),
+    ({"tasks": [{**TASK, "finetune": {"epochz": 1}}]}, "unknown setting 'tasks.*finetune.epochz'. Did you mean 'epochs'"),
+    ({"tasks": [{**TASK, "finetune": {"preset": "finetun"}}]}, "unknown training preset 'finetun'"),
+    ({"tasks": [{**TASK, "pretrain": {"lr": "fast"}}]}, "pretrain.lr must be a number"),
     ({"tasks": [{**TASK, "schedule": {"ratio": 1.5}}]}, "schedule"),
     ({"tasks": [{k: v for k, v in TASK.items() if k != "model"}]}, "lacks required setting"),
     ({"evolution": {"alpha": 0.3}, "tasks": [TASK]}, "exactly two tasks"),

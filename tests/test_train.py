@@ -39,12 +39,14 @@ def test_training_learns_and_keeps_best_validation_epoch(tiny) -> None:
 
 
 def test_training_is_deterministic_for_a_seed(tiny) -> None:
-    config = TrainConfig(epochs=2, batch_size=16, optimizer="sgd", lr=0.1, momentum=0.9, augment="shift", seed=5)
-    a, b = small_model(tiny), small_model(tiny)
-    train(a, tiny, config, progress=False)
-    train(b, tiny, config, progress=False)
+    config = TrainConfig(epochs=2, batch_size=16, optimizer="sgd", lr=0.1, momentum=0.9, augment="shift")
+    a, b, c = small_model(tiny), small_model(tiny), small_model(tiny)
+    train(a, tiny, config, seed=5, progress=False)
+    train(b, tiny, config, seed=5, progress=False)
+    train(c, tiny, config, seed=6, progress=False)
     for pa, pb in zip(a.parameters(), b.parameters()):
         assert torch.equal(pa, pb)
+    assert not all(torch.equal(pa, pc) for pa, pc in zip(a.parameters(), c.parameters()))
 
 
 def test_schedules_reach_the_expected_final_rate(tiny) -> None:
@@ -83,7 +85,7 @@ def test_bad_settings_are_rejected() -> None:
         TrainConfig(optimizer="rmsprop")  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="lr"):
         TrainConfig(lr=0)
-    with pytest.raises(ConfigError, match="unknown training setting"):
+    with pytest.raises(ConfigError, match="unknown setting 'epoch'. Did you mean 'epochs'"):
         TRAIN_PRESETS["lenet5"].with_overrides(epoch=3)
 
 

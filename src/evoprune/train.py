@@ -10,13 +10,14 @@ from __future__ import annotations
 import copy
 import math
 import time
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from evoprune.config import from_data, to_data
 from evoprune.data import DatasetSplits, Split
 from evoprune.device import resolve_device
 from evoprune.errors import ConfigError, DataError, TrainingError
@@ -30,11 +31,14 @@ Augment = Literal["none", "shift", "crop_flip"]
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """How to train: optimiser, schedule, batch size, augmentation and seed.
+    """A training or fine-tuning recipe: optimiser, schedule, batch size, augmentation. The one recipe object
+    that training, pruning's fine-tuning, mask search, evolution tasks and benchmarks all take.
 
+    The seed is not part of a recipe: it is an argument of :func:`train`, so one recipe serves every run.
     ``augment="shift"`` translates each image by up to 2 pixels (digits, Fashion); ``"crop_flip"`` is the CIFAR
     recipe (zero-pad 4, random crop, horizontal flip). ``keep_best`` restores the weights of the epoch with the
-    best validation accuracy: selection is on validation, never on test.
+    best validation accuracy: selection is on validation, never on test. In a TOML file or ``--set``, a recipe
+    may start from a preset: ``finetune = {preset = "finetune", epochs = 1}``.
     """
 
     epochs: int = 10
@@ -49,7 +53,6 @@ class TrainConfig:
     gamma: float = 0.1
     augment: Augment = "none"
     label_smoothing: float = 0.0
-    seed: int = 0
     eval_batch_size: int = 256
     keep_best: bool = True
 
@@ -72,16 +75,17 @@ class TrainConfig:
         if self.nesterov and (self.optimizer != "sgd" or self.momentum <= 0):
             raise ConfigError("nesterov needs optimizer='sgd' and momentum > 0")
 
+    @classmethod
+    def config_preset(cls, name: str) -> TrainConfig:
+        """The named recipe a ``{preset = NAME, ...}`` table starts from."""
+        return get_train_preset(name)
+
     def with_overrides(self, **overrides: Any) -> TrainConfig:
-        """A copy with the given fields replaced; unknown names are an error, ``None`` values are ignored."""
-        known = {f.name for f in fields(self)}
-        unknown = set(overrides) - known
-        if unknown:
-            raise ConfigError(f"unknown training setting(s) {sorted(unknown)}; known: {sorted(known)}")
-        return replace(self, **{k: v for k, v in overrides.items() if v is not None})
+        """A copy with the given fields replaced and checked; ``None`` values (options not given) are ignored."""
+        return from_data(TrainConfig, {**self.to_dict(), **{k: v for k, v in overrides.items() if v is not None}})
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return to_data(self)
 
 
 TRAIN_PRESETS: dict[str, TrainConfig] = {
@@ -224,6 +228,7 @@ def train(
     data: DatasetSplits,
     config: TrainConfig,
     *,
+    seed: int = 0,
     device: torch.device | str = "auto",
     progress: bool = True,
     description: str = "train",
@@ -231,12 +236,12 @@ def train(
     """Train ``model`` in place on ``data.train``; validate on ``data.val`` after every epoch.
 
     With ``config.keep_best`` the weights of the best-validation epoch are restored at the end (selection on
-    validation). The test split is never touched here. Deterministic for ``config.seed`` on the CPU.
+    validation). The test split is never touched here. Deterministic for ``seed`` on the CPU.
     """
     dev = resolve_device(device)
     model.to(dev)
-    torch.manual_seed(config.seed)
-    generator = torch.Generator().manual_seed(config.seed)
+    torch.manual_seed(seed)
+    generator = torch.Generator().manual_seed(seed)
     x_train, y_train = data.train.x.to(dev), data.train.y.to(dev)
     n = len(y_train)
     steps_per_epoch = max(1, math.ceil(n / config.batch_size))

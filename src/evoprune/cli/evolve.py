@@ -52,9 +52,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
-    from evoprune.evolve import parse_override
+    from evoprune.config import parse_assignment
 
-    out: dict[str, Any] = dict(parse_override(text) for text in args.overrides)
+    out: dict[str, Any] = dict(parse_assignment(text) for text in args.overrides)
     simple = {"seed": args.seed, "evolution.generations": args.generations, "evolution.population": args.population,
               "evaluation.executor": args.executor, "evaluation.workers": args.workers,
               "evaluation.address": args.address, "evaluation.timeout": args.timeout,

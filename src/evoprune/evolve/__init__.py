@@ -13,15 +13,14 @@ from evoprune.evolve.config import (
     PAPER_SEEDS,
     EvaluationConfig,
     EvolutionConfig,
+    GPConfig,
     OperatorConfig,
-    SearchConfig,
     TaskConfig,
     available_presets,
     config_from_dict,
     config_to_dict,
     load_config,
     load_preset,
-    parse_override,
     with_overrides,
 )
 from evoprune.evolve.engine import EvolutionResult, HallOfFameEntry, Observer, evolve
@@ -31,7 +30,7 @@ from evoprune.evolve.rundir import RunDirError
 
 __all__ = [
     "PAPER_SEEDS", "WORST_FITNESS", "EvaluationConfig", "EvolutionConfig", "EvolutionResult", "FitnessJob",
-    "HallOfFameEntry", "Observer", "OperatorConfig", "RunDirError", "SearchConfig", "TaskBundle", "TaskConfig",
+    "GPConfig", "HallOfFameEntry", "Observer", "OperatorConfig", "RunDirError", "TaskBundle", "TaskConfig",
     "Variation", "available_presets", "config_from_dict", "config_to_dict", "evolve", "load_config", "load_preset",
-    "parse_override", "run_fitness_job", "weighted_geometric_mean", "with_overrides",
+    "run_fitness_job", "weighted_geometric_mean", "with_overrides",
 ]

@@ -3,26 +3,28 @@
 A config has four parts: the search itself (``[evolution]``: population, selection, variation rates), the tree
 operators (``[operators]``: limits and generators), how candidates are evaluated (``[evaluation]``: executor,
 workers, time limit) and the fitness tasks (``[[tasks]]``). Everything is a frozen dataclass so a run's settings
-cannot drift once it started; :func:`config_to_dict` / :func:`config_from_dict` round-trip it through plain data
-(the run directory keeps ``config.json``). Every bad value is one :class:`~evoprune.errors.ConfigError` that names
-the key, the value and what is allowed.
+cannot drift once it started, built and checked once by the project's one configuration protocol
+(:mod:`evoprune.config`); :func:`config_to_dict` / :func:`config_from_dict` round-trip it through plain data (the
+run directory keeps ``config.json``). Every bad value is one :class:`~evoprune.errors.ConfigError` that names the
+dotted key, the value and what is allowed. A task's ``pretrain`` and ``finetune`` are typed training recipes
+(:class:`~evoprune.train.TrainConfig`, ``{preset = "finetune", epochs = 1}`` in TOML) and its ``schedule`` a
+schedule preset name or a typed :class:`~evoprune.prune.PruneSchedule`.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import difflib
 import hashlib
 import json
-import tomllib
-import types
-import typing
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
+from evoprune import config as protocol
 from evoprune.errors import ConfigError
+from evoprune.prune import PruneSchedule
+from evoprune.train import TRAIN_PRESETS, TrainConfig
 
 Selection = Literal["truncation", "tournament"]
 Generator = Literal["full", "grow", "half"]
@@ -34,8 +36,8 @@ PAPER_SEEDS: tuple[str, ...] = ("AbsSNR", "FDR", "SymDiv", "Tstats", "WL1", "WL2
 
 
 @dataclass(frozen=True)
-class SearchConfig:
-    """The GP loop. ``generations`` counts generation 0 (the initial population), as the paper's code does.
+class GPConfig:
+    """The GP loop (the ``[evolution]`` section). ``generations`` counts generation 0 (the initial population), as the paper's code does.
 
     The paper's scheme is ``selection="truncation"``: the best ``elites`` are kept unchanged and every other
     slot is a clone of a random elite, then varied (one-point crossover of consecutive pairs with
@@ -174,16 +176,16 @@ class TaskConfig:
 
     ``schedule`` is a preset name of :mod:`evoprune.prune` (``"lenet5_paper"``, ``"vgg16_paper"``,
     ``"resnet56_paper"``) or a table of :class:`~evoprune.prune.PruneSchedule` fields (``ratio``, ``steps``, …).
-    ``pretrain`` and ``finetune`` are a training preset name (``preset = "lenet5"``) plus
-    :class:`~evoprune.train.TrainConfig` fields that override it. The fitness is the validation accuracy after
-    pruning and fine-tuning (the test split is never loaded into an evaluation). ``train_samples`` /
-    ``val_samples`` cap the fine-tuning and validation sets (0 = all; a fixed seeded subset), to fit a budget.
+    ``pretrain`` and ``finetune`` are training recipes; in TOML a table such as ``{preset = "lenet5", epochs = 4}``
+    (a named recipe with fields replaced). The fitness is the validation accuracy after pruning and fine-tuning
+    (the test split is never loaded into an evaluation). ``train_samples`` / ``val_samples`` cap the fine-tuning
+    and validation sets (0 = all; a fixed seeded subset), to fit a budget.
     """
 
     name: str
     model: str
     dataset: str
-    schedule: str | dict[str, Any]
+    schedule: str | PruneSchedule
     weight: float = 1.0
     model_args: dict[str, Any] = field(default_factory=dict)
     data_dir: str | None = None
@@ -193,8 +195,8 @@ class TaskConfig:
     train_samples: int = 0
     val_samples: int = 0
     coupling: Literal["mean", "root"] = "mean"
-    pretrain: dict[str, Any] = field(default_factory=lambda: {"preset": "lenet5"})
-    finetune: dict[str, Any] = field(default_factory=lambda: {"preset": "finetune"})
+    pretrain: TrainConfig = field(default_factory=lambda: TRAIN_PRESETS["lenet5"])
+    finetune: TrainConfig = field(default_factory=lambda: TRAIN_PRESETS["finetune"])
 
     def __post_init__(self) -> None:
         where = f"task {self.name!r}"
@@ -208,11 +210,7 @@ class TaskConfig:
         _at_least(f"{where}: val_samples", self.val_samples, 0)
         if not 0 < self.val_fraction < 1:
             raise ConfigError(f"{where}: val_fraction must be in (0, 1), got {self.val_fraction}")
-        train_config(self.pretrain, f"{where}: pretrain", default_preset="lenet5")
-        train_config(self.finetune, f"{where}: finetune", default_preset="finetune")
-        if isinstance(self.schedule, dict):
-            prune_schedule(self.schedule, where)
-        elif not isinstance(self.schedule, str) or not self.schedule:
+        if isinstance(self.schedule, str) and not self.schedule:
             raise ConfigError(f"{where}: schedule must be a preset name or a table, got {self.schedule!r}")
 
 
@@ -224,7 +222,7 @@ class EvolutionConfig:
     name: str = "custom"
     description: str = ""
     seed: int = 0
-    evolution: SearchConfig = field(default_factory=SearchConfig)
+    evolution: GPConfig = field(default_factory=GPConfig)
     operators: OperatorConfig = field(default_factory=OperatorConfig)
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
 
@@ -271,142 +269,17 @@ def _probability(name: str, value: float) -> None:
         raise ConfigError(f"{name} must be in [0, 1], got {value!r}")
 
 
-def train_config(spec: dict[str, Any], where: str, *, default_preset: str = "finetune") -> Any:
-    """Build the :class:`~evoprune.train.TrainConfig` a ``pretrain``/``finetune`` table describes (checks it)."""
-    from evoprune.train import get_train_preset
-
-    if not isinstance(spec, dict):
-        raise ConfigError(f"{where} must be a table such as {{preset = \"finetune\", epochs = 1}}, got {spec!r}")
-    settings = dict(spec)
-    preset = settings.pop("preset", default_preset)
-    if "milestones" in settings and isinstance(settings["milestones"], list):
-        settings["milestones"] = tuple(settings["milestones"])
-    try:
-        return get_train_preset(str(preset)).with_overrides(**settings)
-    except ConfigError as exc:
-        raise ConfigError(f"{where}: {exc}") from None
-    except TypeError as exc:
-        raise ConfigError(f"{where}: {exc}") from None
-
-
-def prune_schedule(spec: dict[str, Any], where: str) -> Any:
-    """Build the :class:`~evoprune.prune.PruneSchedule` a schedule table describes (checks it)."""
-    from evoprune.prune import PruneSchedule, PruningError
-
-    known = {f.name for f in fields(PruneSchedule)}
-    unknown = sorted(set(spec) - known)
-    if unknown:
-        raise ConfigError(f"{where}: unknown schedule field(s) {unknown}; known: {sorted(known)}")
-    settings = dict(spec)
-    for key in ("ignore",):
-        if key in settings:
-            settings[key] = tuple(settings[key])
-    if "counts" in settings:
-        settings["counts"] = {k: tuple(v) for k, v in settings["counts"].items()}
-    try:
-        return PruneSchedule(**settings)
-    except (PruningError, TypeError) as exc:
-        raise ConfigError(f"{where}: schedule: {exc}") from None
-
-
 # ------------------------------------------------------------------------------------------------ dict <-> dataclass
-
-_SECTIONS: dict[str, type] = {"evolution": SearchConfig, "operators": OperatorConfig, "evaluation": EvaluationConfig}
-
 
 def config_to_dict(config: EvolutionConfig) -> dict[str, Any]:
     """Plain JSON/TOML-ready data (tuples become lists)."""
-    return json.loads(json.dumps(dataclasses.asdict(config)))
+    return protocol.to_data(config)
 
 
-def _check_type(value: Any, hint: Any, where: str) -> Any:
-    """``value`` converted to ``hint`` (ints accepted for floats, lists for tuples), or a ConfigError."""
-    origin = typing.get_origin(hint)
-    if origin in (typing.Union, types.UnionType):
-        errors = []
-        for option in typing.get_args(hint):
-            if option is type(None):
-                if value is None:
-                    return None
-                continue
-            try:
-                return _check_type(value, option, where)
-            except ConfigError as exc:
-                errors.append(str(exc))
-        raise ConfigError(errors[0] if len(errors) == 1 else f"{where}: {value!r} fits none of the allowed kinds")
-    if origin is Literal:
-        allowed = typing.get_args(hint)
-        if value not in allowed:
-            close = difflib.get_close_matches(str(value), [str(a) for a in allowed], n=1)
-            hint_text = f" Did you mean {close[0]!r}?" if close else ""
-            raise ConfigError(f"{where} must be one of {', '.join(map(repr, allowed))}, got {value!r}.{hint_text}")
-        return value
-    if origin is tuple:
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{where} must be a list, got {value!r}")
-        (item,) = typing.get_args(hint)[:1]
-        return tuple(_check_type(v, item, f"{where}[{i}]") for i, v in enumerate(value))
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise ConfigError(f"{where} must be a table, got {value!r}")
-        return dict(value)
-    if hint is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{where} must be true or false, got {value!r}")
-        return value
-    if hint is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{where} must be an integer, got {value!r}")
-        return value
-    if hint is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{where} must be a number, got {value!r}")
-        return float(value)
-    if hint is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"{where} must be a string, got {value!r}")
-        return value
-    return value
-
-
-def _build(cls: type, data: Any, where: str) -> Any:
-    if not isinstance(data, dict):
-        raise ConfigError(f"{where} must be a table, got {data!r}")
-    hints = typing.get_type_hints(cls)
-    known = [f.name for f in fields(cls)]
-    kwargs = {}
-    for key, value in data.items():
-        if key not in known:
-            close = difflib.get_close_matches(key, known, n=1)
-            hint = f" Did you mean {close[0]!r}?" if close else ""
-            raise ConfigError(f"unknown setting {where}.{key}.{hint} Known: {', '.join(known)}")
-        kwargs[key] = _check_type(value, hints[key], f"{where}.{key}")
-    missing = [f.name for f in fields(cls) if f.name not in kwargs
-               and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
-    if missing:
-        raise ConfigError(f"{where} lacks required setting(s): {', '.join(missing)}")
-    return cls(**kwargs)
-
-
-def config_from_dict(data: dict[str, Any], *, source: str = "config") -> EvolutionConfig:
+def config_from_dict(data: Any, *, source: str = "config") -> EvolutionConfig:
     """Validate plain data (parsed TOML or ``config.json``) into an :class:`EvolutionConfig`."""
-    if not isinstance(data, dict):
-        raise ConfigError(f"{source}: expected a table at the top level")
-    top_known = {f.name for f in fields(EvolutionConfig)}
-    for key in data:
-        if key not in top_known:
-            close = difflib.get_close_matches(key, sorted(top_known), n=1)
-            hint = f" Did you mean {close[0]!r}?" if close else ""
-            raise ConfigError(f"{source}: unknown setting {key!r}.{hint} Known: {', '.join(sorted(top_known))}")
     try:
-        sections = {name: _build(cls, data.get(name, {}), name) for name, cls in _SECTIONS.items()}
-        raw_tasks = data.get("tasks", [])
-        if not isinstance(raw_tasks, list):
-            raise ConfigError("tasks must be an array of tables ([[tasks]])")
-        tasks = tuple(_build(TaskConfig, t, f"tasks[{i}]") for i, t in enumerate(raw_tasks))
-        top = {k: _check_type(data[k], typing.get_type_hints(EvolutionConfig)[k], k)
-               for k in ("name", "description", "seed") if k in data}
-        return EvolutionConfig(tasks=tasks, **top, **sections)
+        return protocol.from_data(EvolutionConfig, data)
     except ConfigError as exc:
         raise ConfigError(f"{source}: {exc}") from None
 
@@ -420,33 +293,19 @@ def available_presets() -> list[str]:
     return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".toml"))
 
 
-def _parse_toml(text: str, source: str) -> dict[str, Any]:
-    try:
-        return tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{source} is not valid TOML: {exc}") from None
-
-
 def preset_data(name_or_path: str | Path) -> tuple[dict[str, Any], str]:
     """Raw data of a preset name (``quick``) or a TOML file path, and a label for error messages."""
     text_name = str(name_or_path)
     path = Path(text_name)
     if text_name.endswith(".toml") or path.is_file():
-        if not path.is_file():
-            raise ConfigError(f"config file {path} does not exist")
-        try:
-            text = path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"config file {path} cannot be read as UTF-8 TOML text ({exc}); "
-                              "give a preset name or a TOML file") from None
-        return _parse_toml(text, str(path)), str(path)
+        return protocol.load_toml(path), str(path)
     names = available_presets()
     if text_name not in names:
         close = difflib.get_close_matches(text_name, names, n=1)
         hint = f" Did you mean {close[0]!r}?" if close else ""
         raise ConfigError(f"unknown preset {text_name!r}.{hint} Presets: {', '.join(names)}; or give a .toml file")
     text = (resources.files("evoprune") / "presets" / f"{text_name}.toml").read_text()
-    return _parse_toml(text, f"preset {text_name!r}"), f"preset {text_name!r}"
+    return protocol.parse_toml(text, f"preset {text_name!r}"), f"preset {text_name!r}"
 
 
 def load_config(name_or_path: str | Path, overrides: dict[str, Any] | None = None) -> EvolutionConfig:
@@ -457,7 +316,7 @@ def load_config(name_or_path: str | Path, overrides: dict[str, Any] | None = Non
     """
     data, source = preset_data(name_or_path)
     for key, value in (overrides or {}).items():
-        set_dotted(data, key, value)
+        protocol.set_dotted(data, key, value)
     return config_from_dict(data, source=source)
 
 
@@ -466,56 +325,12 @@ def load_preset(name: str, **overrides: Any) -> EvolutionConfig:
     return load_config(name, {k.replace("__", "."): v for k, v in overrides.items()})
 
 
-def set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
-    """Set ``data[a][b]…`` for ``key = "a.b…"``; ``tasks.<name or index>`` picks a task."""
-    parts = key.split(".")
-    if not all(parts):
-        raise ConfigError(f"override key {key!r} is malformed; use dotted names such as evolution.population")
-    node: Any = data
-    for i, part in enumerate(parts[:-1]):
-        if isinstance(node, list):
-            node = _pick_task(node, part, key)
-            continue
-        if part not in node:
-            node[part] = {}
-        node = node[part]
-        if not isinstance(node, (dict, list)):
-            raise ConfigError(f"override {key!r}: {'.'.join(parts[:i + 1])} is a value, not a table")
-    last = parts[-1]
-    if isinstance(node, list):
-        raise ConfigError(f"override {key!r}: name a setting inside the task, e.g. {key}.weight")
-    node[last] = value
-
-
-def _pick_task(tasks: list[Any], part: str, key: str) -> Any:
-    if part.isdigit() and int(part) < len(tasks):
-        return tasks[int(part)]
-    for task in tasks:
-        if isinstance(task, dict) and task.get("name") == part:
-            return task
-    names = [str(t.get("name")) for t in tasks if isinstance(t, dict)]
-    raise ConfigError(f"override {key!r}: no task {part!r}; tasks: {', '.join(names)} (or an index 0–{len(tasks) - 1})")
-
-
-def parse_override(text: str) -> tuple[str, Any]:
-    """``"evolution.population=8"`` → ``("evolution.population", 8)``; values are TOML (strings may be bare)."""
-    key, sep, raw = text.partition("=")
-    key, raw = key.strip(), raw.strip()
-    if not sep or not key:
-        raise ConfigError(f"--set {text!r}: expected KEY=VALUE, e.g. --set evolution.population=8")
-    try:
-        value = tomllib.loads(f"v = {raw}")["v"]
-    except tomllib.TOMLDecodeError:
-        value = raw
-    return key, value
-
-
 def with_overrides(config: EvolutionConfig, overrides: dict[str, Any]) -> EvolutionConfig:
     """A copy of ``config`` with dotted-key overrides applied and validated."""
-    data = config_to_dict(config)
-    for key, value in overrides.items():
-        set_dotted(data, key, value)
-    return config_from_dict(data, source="config")
+    try:
+        return protocol.with_overrides(config, overrides)
+    except ConfigError as exc:
+        raise ConfigError(f"config: {exc}") from None
 
 
 def replace_evaluation(config: EvolutionConfig, **changes: Any) -> EvolutionConfig:

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from evoprune.atomic import check_output
+from evoprune.config import to_data
 from evoprune.errors import ConfigError
 from evoprune.evolve.config import EvolutionConfig, config_to_dict
 from evoprune.evolve.fitness import (
@@ -430,7 +431,7 @@ class Evolution:
         seeds.sort(key=lambda h: (-h.fitness, h.size, h.formula))
         tasks = {
             name: {"model": p.config.model, "dataset": p.config.dataset, "weight": self.weights[name],
-                   "schedule": p.config.schedule, "pretrained_val_accuracy": p.pretrained_val_accuracy,
+                   "schedule": to_data(p.config.schedule), "pretrained_val_accuracy": p.pretrained_val_accuracy,
                    "data_sizes": p.data_sizes, "checkpoint": _relative(p.checkpoint, self.run_dir.path)}
             for name, p in self.tasks.items()
         }

@@ -215,7 +215,7 @@ class ChannelPruner:
         pruned_val = evaluate(model, data.val.x, data.val.y).accuracy
         val, epochs, best_epoch = pruned_val, 0, 0
         if finetune is not None and finetune.epochs > 0 and plan:
-            result = train(model, data, finetune, device=device, progress=self.progress,
+            result = train(model, data, finetune, seed=self.seed, device=device, progress=self.progress,
                            description=f"fine-tune step {k + 1}/{schedule.steps}")
             val, epochs, best_epoch = result.best_val_accuracy, finetune.epochs, result.best_epoch
         macs, params = count_macs_params(model, graph.example_inputs)
@@ -321,8 +321,7 @@ class ChannelPruner:
     def _finetune_config(self) -> TrainConfig | None:
         if self.finetune is None:
             return None
-        config = get_train_preset(self.finetune) if isinstance(self.finetune, str) else self.finetune
-        return config.with_overrides(seed=self.seed)
+        return get_train_preset(self.finetune) if isinstance(self.finetune, str) else self.finetune
 
     def _stats(
         self, model: nn.Module, data: DatasetSplits, example: torch.Tensor, groups: list[ChannelGroup],

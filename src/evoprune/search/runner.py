@@ -126,8 +126,8 @@ def _train_masked(model: nn.Module, masks: dict[str, torch.Tensor], data: _Data,
     from evoprune.train import TRAIN_PRESETS, train
 
     tuned = apply_masks(copy.deepcopy(model), masks)
-    train_config = TRAIN_PRESETS["finetune"].with_overrides(epochs=epochs, lr=config.finetune_lr, seed=seed)
-    train(tuned, data, train_config, device=device, progress=progress, description=f"fine-tune {label}")
+    train_config = TRAIN_PRESETS["finetune"].with_overrides(epochs=epochs, lr=config.finetune_lr)
+    train(tuned, data, train_config, seed=seed, device=device, progress=progress, description=f"fine-tune {label}")
     return tuned.eval()
 
 
