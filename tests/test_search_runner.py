@@ -80,10 +80,13 @@ def test_bad_settings_are_clear_errors(trained) -> None:
         preset("improved", budget=-0.1)
     with pytest.raises(ConfigError, match="unknown search preset"):
         preset("fastest")
-    with pytest.raises(ConfigError, match="unknown search setting"):
+    with pytest.raises(ConfigError, match="unknown setting 'temperature'"):
         preset("seed", temperature=3)
-    with pytest.raises(ConfigError, match="unknown sa setting"):
+    with pytest.raises(ConfigError, match="unknown setting 'sa.iterationz'. Did you mean 'iterations'"):
         preset("seed", sa={"iterationz": 3})
+    with pytest.raises(ConfigError, match="finetune.lr must be a number"):
+        preset("seed", finetune={"lr": "fast"})
+    assert preset("improved", finetune={"epochs": 9}).finetune.lr == 2e-3  # merged into the preset's recipe
     with pytest.raises(ConfigError, match="unknown layer"):
         search_masks(model, data, config=small_seed_config(), layers=["fc99"], device="cpu")
     with pytest.raises(ConfigError, match="algorithm"):

@@ -10,12 +10,14 @@ from __future__ import annotations
 import copy
 import math
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.func import functional_call
 
 from evoprune.config import from_data, to_data
 from evoprune.data import DatasetSplits, Split
@@ -152,11 +154,20 @@ class TrainResult:
 
 @torch.inference_mode()
 def evaluate(
-    model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, batch_size: int = 256, device: torch.device | str | None = None
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    batch_size: int = 256,
+    device: torch.device | str | None = None,
+    weights: Mapping[str, torch.Tensor] | None = None,
 ) -> Evaluation:
     """Mean cross-entropy and accuracy of ``model`` on ``(x, y)``, in eval mode, restoring the previous mode.
 
-    An empty set or non-finite inputs raise DataError rather than report a meaningless accuracy.
+    The one evaluation of the project. ``weights`` replaces named parameters for this evaluation only (through
+    ``torch.func.functional_call``; the model is not modified): the mask search scores ``W ⊙ mask`` this way, and
+    its fast ``MaskEvaluator`` is tested equal to it. An empty set or non-finite inputs raise DataError rather than
+    report a meaningless accuracy.
     """
     if len(y) == 0:
         raise DataError("cannot evaluate on an empty set (0 samples); check the dataset split and --val-fraction")
@@ -171,7 +182,7 @@ def evaluate(
     for start in range(0, len(y), batch_size):
         xb = x[start:start + batch_size].to(device, non_blocking=True)
         yb = y[start:start + batch_size].to(device, non_blocking=True)
-        logits = model(xb)
+        logits = model(xb) if weights is None else functional_call(model, dict(weights), (xb,))
         total_loss += F.cross_entropy(logits, yb, reduction="sum").item()
         correct += int((logits.argmax(1) == yb).sum())
     model.train(was_training)

@@ -23,12 +23,13 @@ vs 1,005; GA 1,060). Measured on MNIST-5k, seed 0, SA: budgets of 3 and 5 points
 
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from evoprune.config import from_data, to_data
 from evoprune.errors import ConfigError
 from evoprune.search.objective import SPARSITY_MODES, ConstraintMetric, SparsityMode
+from evoprune.train import TRAIN_PRESETS, TrainConfig
 
 Algorithm = Literal["sa", "ga"]
 ALGORITHMS: tuple[str, ...] = ("sa", "ga")
@@ -108,6 +109,8 @@ class SearchConfig:
     ``baseline_loss / cap_reference_loss`` (e.g. 0.0895, the seed's baseline, for a dataset whose baseline loss
     lies above the absolute caps). ``caps='budget'`` allows the loss to grow by ``budget`` (relative) or the
     accuracy to drop by ``budget`` (absolute fraction) against the baseline, shared over layers by ``warmup``.
+    Fine-tuning uses the recipe ``finetune`` (the project's one :class:`~evoprune.train.TrainConfig`; its
+    ``epochs`` are replaced by ``finetune_epochs`` at the end and ``finetune_between`` between phases).
     ``finetune_between`` trains the network for that many epochs with the masks fixed after every phase but the
     last (iterative pruning: the next phase starts from a network that has adapted to the masks so far, and may
     prune what the budget now allows); ``joint_rounds`` splits the joint pass into that many phases, so a
@@ -147,7 +150,7 @@ class SearchConfig:
     finetune_epochs: int = 0
     finetune_between: int = 0
     joint_rounds: int = 1
-    finetune_lr: float = 5e-4
+    finetune: TrainConfig = field(default_factory=lambda: TRAIN_PRESETS["finetune"])
     baselines: bool = True
     eps: float = 1e-8
     penalty: float = 1e8
@@ -177,34 +180,27 @@ class SearchConfig:
         _check(self.finetune_epochs >= 0, f"finetune_epochs must be ≥ 0, got {self.finetune_epochs}")
         _check(self.finetune_between >= 0, f"finetune_between must be ≥ 0 (epochs after each phase), got {self.finetune_between}")
         _check(self.joint_rounds >= 1, f"joint_rounds must be ≥ 1, got {self.joint_rounds}")
-        _check(self.finetune_lr > 0, f"finetune_lr must be > 0, got {self.finetune_lr}")
         _check(self.eval_size is None or self.eval_size >= 1, f"eval_size must be ≥ 1, got {self.eval_size}")
         _check(self.batch_size is None or self.batch_size >= 1, f"batch_size must be ≥ 1, got {self.batch_size}")
         _check_choice(self.population_mode, ("auto", "vmap", "loop"), "population_mode")
         _check(self.eps > 0 and self.penalty > 0, "eps and penalty must be > 0")
         if self.layer_indices is not None:
             object.__setattr__(self, "layer_indices", tuple(int(i) for i in self.layer_indices))
-
     def with_overrides(self, **overrides: Any) -> SearchConfig:
-        """A copy with fields replaced; ``sa``/``ga`` take dicts of their own fields. ``None`` values are ignored,
-        unknown names are an error."""
-        overrides = {k: v for k, v in overrides.items() if v is not None}
-        known = {f.name for f in fields(self)}
-        unknown = sorted(set(overrides) - known)
-        if unknown:
-            raise ConfigError(f"unknown search setting(s) {unknown}; known: {sorted(known)}")
-        for name, cls in (("sa", SAConfig), ("ga", GAConfig)):
-            if isinstance(overrides.get(name), dict):
-                sub = overrides[name]
-                sub_known = {f.name for f in fields(cls)}
-                bad = sorted(set(sub) - sub_known)
-                if bad:
-                    raise ConfigError(f"unknown {name} setting(s) {bad}; known: {sorted(sub_known)}")
-                overrides[name] = replace(getattr(self, name), **sub)
-        return replace(self, **overrides)
+        """A copy with fields replaced and the whole checked again; ``sa``, ``ga`` and ``finetune`` take dicts of
+        their own fields (merged into the current ones). ``None`` values (options not given) are ignored."""
+        data = self.to_dict()
+        for key, value in overrides.items():
+            if value is None:
+                continue
+            if isinstance(value, dict) and isinstance(data.get(key), dict):
+                data[key] = {**data[key], **value}
+            else:
+                data[key] = to_data(value)
+        return from_data(SearchConfig, data)
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        return to_data(self)
 
 
 PRESETS: dict[str, SearchConfig] = {
@@ -223,7 +219,7 @@ PRESETS: dict[str, SearchConfig] = {
         finetune_between=3,
         joint_rounds=10,
         finetune_epochs=3,
-        finetune_lr=2e-3,
+        finetune=TRAIN_PRESETS["finetune"].with_overrides(lr=2e-3),
         sa=SAConfig(iterations=70, t0=None, cooling="geometric", rate_schedule="adaptive", joint_iterations=650),
         ga=GAConfig(generations=7, crossover="uniform", mutation="prune_restore", init="around_current",
                     joint_generations=53),

@@ -20,6 +20,7 @@ from torch.func import functional_call, vmap
 from evoprune.errors import ConfigError
 from evoprune.search.graph import LayerGraph, check_frontier
 from evoprune.search.objective import Constraint
+from evoprune.train import evaluate
 
 PopulationMode = Literal["vmap", "loop"]
 
@@ -42,29 +43,14 @@ def _weight_key(name: str) -> str:
     return f"{name}.weight" if name else "weight"
 
 
-@torch.no_grad()
 def evaluate_masked(model: nn.Module, masks: Mapping[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor, *,
                     batch_size: int = 1024) -> Metrics:
-    """Reference evaluation: full forward of ``model`` with each masked layer's weight replaced by ``W ⊙ mask``.
-
-    Mean cross-entropy on logits and top-1 accuracy; the model itself is not modified (eval mode is restored).
-    """
-    params = {_weight_key(name): model.get_submodule(name).weight * mask.to(model.get_submodule(name).weight.device)
-              for name, mask in masks.items()}
-    was_training = model.training
-    model.eval()
-    loss_sum = torch.zeros((), dtype=torch.float64, device=x.device)
-    correct = torch.zeros((), dtype=torch.long, device=x.device)
-    try:
-        for start in range(0, len(y), batch_size):
-            logits = functional_call(model, params, (x[start:start + batch_size],))
-            yb = y[start:start + batch_size]
-            loss_sum += F.cross_entropy(logits, yb, reduction="sum").double()
-            correct += (logits.argmax(1) == yb).sum()
-    finally:
-        model.train(was_training)
-    n = max(len(y), 1)
-    return Metrics(float(loss_sum) / n, int(correct) / n)
+    """Reference evaluation: the project's one :func:`evoprune.train.evaluate` of the whole model, each masked
+    layer's weight replaced by ``W ⊙ mask`` for the call (the model itself is not modified)."""
+    weights = {_weight_key(name): model.get_submodule(name).weight * mask.to(model.get_submodule(name).weight.device)
+               for name, mask in masks.items()}
+    result = evaluate(model, x, y, batch_size=batch_size, device=x.device, weights=weights)
+    return Metrics(result.loss, result.accuracy)
 
 
 class MaskEvaluator:

@@ -123,10 +123,10 @@ def _train_masked(model: nn.Module, masks: dict[str, torch.Tensor], data: _Data,
                   seed: int, device: torch.device, progress: bool, label: str) -> nn.Module:
     """A copy of ``model`` trained ``epochs`` epochs with ``masks`` fixed through torch prune hooks (masked weights
     are zero in every forward and get no gradient), the epoch selected on validation."""
-    from evoprune.train import TRAIN_PRESETS, train
+    from evoprune.train import train
 
     tuned = apply_masks(copy.deepcopy(model), masks)
-    train_config = TRAIN_PRESETS["finetune"].with_overrides(epochs=epochs, lr=config.finetune_lr)
+    train_config = config.finetune.with_overrides(epochs=epochs)
     train(tuned, data, train_config, seed=seed, device=device, progress=progress, description=f"fine-tune {label}")
     return tuned.eval()
 
