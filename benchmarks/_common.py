@@ -1,10 +1,8 @@
-"""Helpers every benchmark script shares: machine facts, GEMM throughput, medians, writing results."""
+"""Helpers the benchmark scripts share on top of ``evoprune.bench.common`` (machine facts, atomic result files):
+GEMM throughput, medians of timings, and writing a script's results under ``benchmarks/results``."""
 
 from __future__ import annotations
 
-import json
-import os
-import platform
 import statistics
 import time
 from collections.abc import Callable
@@ -13,26 +11,9 @@ from typing import Any
 
 import torch
 
+from evoprune.bench.common import write_json, write_text
+
 RESULTS = Path(__file__).resolve().parent / "results"
-
-
-def machine() -> dict[str, Any]:
-    """What a reader needs to interpret a timing: cores, CPU model, torch version and threads."""
-    cpu = platform.processor() or "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {
-        "nproc": os.cpu_count(),
-        "cpu": cpu,
-        "torch": torch.__version__,
-        "threads": torch.get_num_threads(),
-        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-    }
 
 
 def median_seconds(fn: Callable[[], Any], repeats: int, warmup: int = 1) -> float:
@@ -53,8 +34,9 @@ def gemm_gmacs(n: int = 2048, repeats: int = 10) -> float:
     return n**3 / seconds / 1e9
 
 
-def write_results(name: str, payload: dict[str, Any], markdown: str) -> None:
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"{name}.json").write_text(json.dumps(payload, indent=2) + "\n")
-    (RESULTS / f"{name}.md").write_text(markdown.rstrip() + "\n")
+def write_results(name: str, payload: dict[str, Any], markdown: str, out: Path = RESULTS) -> None:
+    """``OUT/NAME.json`` and ``OUT/NAME.md``, each written atomically (a killed script leaves the old files whole)."""
+    write_json(out / f"{name}.json", payload)
+    write_text(out / f"{name}.md", markdown.rstrip() + "\n")
     print(markdown)
+

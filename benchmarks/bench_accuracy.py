@@ -14,7 +14,8 @@ import statistics
 import tempfile
 from pathlib import Path
 
-from _common import machine, write_results
+from _common import write_results
+from evoprune.bench.common import machine
 from evoprune.cli import main as evoprune
 
 

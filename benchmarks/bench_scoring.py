@@ -50,7 +50,6 @@ if ARGS is not None:  # before numpy/torch load their thread pools
         os.environ[var] = str(ARGS.threads)
 
 import gc
-import json
 import platform
 import statistics
 import time
@@ -61,23 +60,15 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 import evoprune.expr.stats as stats_mod
+from _common import write_results
+from evoprune.bench.common import machine
 from evoprune.expr import ClassStats
 from evoprune.metrics import LayerData, get_metric, prunable_layers, score_layers
 from evoprune.metrics.feature_points import Capture, feature_points
 from evoprune.models import build_model
 from test_metrics_reference import ref_ga_func2
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
 
 LOAD_AT_START = os.getloadavg()[0]
 
@@ -194,8 +185,7 @@ def main(args: argparse.Namespace) -> int:
     result = {
         "benchmark": "scoring every prunable layer of VGG-16 with eq3 (GA_Func2)",
         "machine": {
-            "nproc": os.cpu_count(), "cpu_model": _cpu_model(), "torch": torch.__version__, "numpy": np.__version__,
-            "python": platform.python_version(), "platform": platform.platform(), "threads": args.threads,
+            **machine(), "numpy": np.__version__, "python": platform.python_version(), "platform": platform.platform(),
             "device": str(device), "statistics_backend": backend, "load_average_1min_at_start": LOAD_AT_START,
         },
         "config": {"model": "vgg", "depth": 16, "width": args.width, "samples": args.samples,
@@ -212,11 +202,7 @@ def main(args: argparse.Namespace) -> int:
         "per_layer_median": per_layer,
         "runs": runs,
     }
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / f"{args.name}.json").write_text(json.dumps(result, indent=2) + "\n")
-    (out / f"{args.name}.md").write_text(_markdown(result) + "\n")
-    print(_markdown(result))
+    write_results(args.name, result, _markdown(result), Path(args.out))
     return 0
 
 
@@ -226,7 +212,7 @@ def _markdown(r: dict) -> str:
         f"Scoring all {c['layers']} prunable layers of VGG-16 (width {c['width']}, CIFAR-style, untrained, seed "
         f"{c['seed']}) with eq3 on {c['samples']} synthetic 3x32x32 samples, {c['classes']} classes; "
         f"median of {c['repeats']} alternating runs (the speed-up is the median of the per-repeat ratios).",
-        f"Machine: {m['cpu_model']}, nproc {m['nproc']}, {m['threads']} thread(s) for torch and numpy, "
+        f"Machine: {m['cpu']}, nproc {m['nproc']}, {m['threads']} thread(s) for torch and numpy, "
         f"torch {m['torch']}, numpy {m['numpy']}, Python {m['python']}, device {m['device']}, statistics backend: "
         f"{m['statistics_backend']}; 1-min load average {m['load_average_1min_at_start']:.1f} at start, "
         f"{min(run['load_average_after'] for run in r['runs']):.1f}-{max(run['load_average_after'] for run in r['runs']):.1f} "

@@ -11,9 +11,11 @@ import pytest
 from evoprune.bench import RunOptions, get_target, split_list
 from evoprune.bench.metrics import run
 from evoprune.bench.metrics_report import render_file, summarise
-from evoprune.bench.metrics_settings import PRESETS, MetricsBenchSettings
+from evoprune.bench.metrics_settings import FINETUNE_RECIPE, PRESETS, TRAIN_RECIPE, MetricsBenchSettings
 from evoprune.cli import main
+from evoprune.config import to_data, with_overrides
 from evoprune.errors import ConfigError
+from evoprune.train import TrainConfig
 
 RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
 
@@ -111,6 +113,12 @@ def test_bad_target_preset_and_settings_are_clear_errors(capsys: pytest.CaptureF
     assert "--preset" in capsys.readouterr().err
     assert main(["bench", "metrics", "--preset", "smoke", "--models", "resnet56"]) == 2
     assert "choose one or more of resnet20, vgg16" in capsys.readouterr().err
+    assert main(["bench", "metrics", "--preset", "smoke", "--set", "finetune.lr=fast"]) == 2
+    assert "finetune.lr must be a number, got 'fast'" in capsys.readouterr().err
+    assert main(["bench", "metrics", "--preset", "smoke", "--set", "finetun.epochs=2"]) == 2
+    assert "unknown setting 'finetun'. Did you mean 'finetune'?" in capsys.readouterr().err
+    assert main(["bench", "metrics", "--preset", "smoke", "--set", "train.epochs=0"]) == 2
+    assert "train.epochs must be ≥ 1, got 0" in capsys.readouterr().err
     with pytest.raises(ConfigError, match="unknown bench target .serch.; choose from metrics"):
         get_target("serch")
     with pytest.raises(ConfigError, match="unknown preset 'redcued'.*Did you mean reduced"):
@@ -126,3 +134,55 @@ def test_unknown_metric_fails_before_any_training(tmp_path: Path, capsys: pytest
 
 def test_metric_lists_keep_formulas_whole() -> None:
     assert split_list("eq3, div(abs(P), add(Q, N)),WL1") == ("eq3", "div(abs(P), add(Q, N))", "WL1")
+
+
+def test_set_reaches_the_recipes_and_the_results(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``--set finetune.lr=...`` is the recipe every pruned model is fine-tuned with, and it is in the results."""
+    import evoprune.bench.metrics as bench_metrics
+
+    recipes: list[TrainConfig] = []
+    real = bench_metrics.ChannelPruner
+
+    def spy(*args: object, finetune: TrainConfig, **kwargs: object) -> object:
+        recipes.append(finetune)
+        return real(*args, finetune=finetune, **kwargs)
+
+    monkeypatch.setattr(bench_metrics, "ChannelPruner", spy)
+    code = main(["bench", "metrics", "--preset", "smoke", "--seeds", "0", "--metrics", "WL1", "--models", "resnet20",
+                 "--set", "finetune.lr=0.02", "--set", "finetune.momentum=0.5", "--threads", "1", "--out",
+                 str(tmp_path), "--quiet"])
+    assert code == 0
+    assert recipes == [FINETUNE_RECIPE.with_overrides(epochs=1, lr=0.02, momentum=0.5)]
+    payload = json.loads((tmp_path / "metrics-smoke.json").read_text())
+    assert payload["settings"]["finetune"]["lr"] == 0.02 and payload["settings"]["train"] == to_data(
+        TRAIN_RECIPE.with_overrides(epochs=1))
+    assert payload["command"].endswith("--threads 1 --set finetune.lr=0.02 --set finetune.momentum=0.5")
+    changed = with_overrides(PRESETS["smoke"], {"finetune.lr": 0.02, "finetune.momentum": 0.5})
+    assert {r["settings"] for r in payload["runs"]} == {changed.run_hash()} != {PRESETS["smoke"].run_hash()}
+    assert "(SGD lr 0.02, cosine)" in (tmp_path / "metrics-smoke.md").read_text()
+
+
+def test_fingerprints_of_the_presets_did_not_move() -> None:
+    """The recipes became settings without changing what the presets hash to, so cached baselines and the
+    committed results stay valid; any changed recipe field changes the fingerprint."""
+    assert [(p.run_hash(), p.baseline_hash()) for p in PRESETS.values()] == [
+        ("e448289afa", "78a8668031"), ("94c82277dd", "4c7b0c9a05"), ("ef67eb9edc", "f8ada58ed2")]
+    base = PRESETS["reduced"]
+    changes = [{"train.lr": 0.1}, {"train.augment": "none"}, {"train.nesterov": False}, {"finetune.lr": 0.02},
+               {"finetune.weight_decay": 0.0}, {"finetune.optimizer": "adam", "finetune.nesterov": False},
+               {"finetune.epochs": 2}, {"macs_target": 0.4}]
+    hashes = {with_overrides(base, change).run_hash() for change in changes}
+    assert len(hashes) == len(changes) and base.run_hash() not in hashes
+    assert with_overrides(base, {"finetune.lr": 0.02}).baseline_hash() == base.baseline_hash()
+    assert with_overrides(base, {"train.weight_decay": 0.0}).baseline_hash() != base.baseline_hash()
+    assert with_overrides(base, {"seeds": [5], "metrics": ["eq3"], "device": "cpu"}).run_hash() == base.run_hash()
+
+
+def test_committed_settings_read_back_as_the_reduced_preset() -> None:
+    """The results file written by the former script (flat epochs and lr, comma lists, its own flags) reads as the
+    ``reduced`` preset's settings."""
+    old = MetricsBenchSettings.from_dict(json.loads((RESULTS / "transfer.json").read_text())["settings"])
+    assert replace(old, name="reduced", description=PRESETS["reduced"].description) == PRESETS["reduced"]
+    assert MetricsBenchSettings.from_dict(PRESETS["reduced"].to_dict()) == PRESETS["reduced"]
+    with pytest.raises(ConfigError, match="settings.finetune.lr must be a number"):
+        MetricsBenchSettings.from_dict({**PRESETS["reduced"].to_dict(), "finetune": {"lr": "x"}})

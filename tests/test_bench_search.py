@@ -9,14 +9,15 @@ from pathlib import Path
 import pytest
 
 from evoprune.bench import RunOptions, get_target
-from evoprune.bench.search import PRESETS, TINY, render_file, run
+from evoprune.bench.search import PRESETS, TINY, Variant, render_file, run
 from evoprune.cli import main
+from evoprune.config import with_overrides
 from evoprune.errors import ConfigError
 
 SMALL = replace(PRESETS["smoke"], train=PRESETS["smoke"].train.with_overrides(epochs=3),
-                variants={"seed": ("seed", {"sa": {"iterations": 6}}),
-                          "improved": ("improved", {**TINY, "sa": {"iterations": 6, "joint_iterations": 2},
-                                                    "finetune_between": 0})},
+                variants=(Variant("seed", "seed", {"sa": {"iterations": 6}}),
+                          Variant("improved", "improved", {**TINY, "sa": {"iterations": 6, "joint_iterations": 2},
+                                                           "finetune_between": 0})),
                 algorithms=("sa",))
 
 
@@ -61,3 +62,27 @@ def test_target_is_registered_and_bad_input_is_a_clear_error(tmp_path: Path, cap
     (tmp_path / "broken.json").write_text("{}")
     assert main(["bench", "search", "--render", str(tmp_path / "broken.json")]) == 2
     assert "not a results file of bench search" in capsys.readouterr().err
+
+
+def test_set_changes_a_variant_and_the_fingerprint_follows() -> None:
+    fashion = PRESETS["fashion"]
+    changed = with_overrides(fashion, ["variants.improved, magnitude-biased.overrides.budget=0.01", "algorithms=[\"ga\"]"])
+    assert changed.variants[0].overrides == {"magnitude_bias": 1.0, "budget": 0.01} and changed.algorithms == ("ga",)
+    assert changed.run_hash(changed.variants[0]) != fashion.run_hash(fashion.variants[0])
+    # seeds, algorithms and other variants do not invalidate a finished search
+    mnist = PRESETS["mnist5k"]
+    narrowed = with_overrides(mnist, {"seeds": [0], "algorithms": ["sa"], "device": "cuda"})
+    assert [narrowed.run_hash(v) for v in narrowed.variants] == [mnist.run_hash(v) for v in mnist.variants]
+    assert len({mnist.run_hash(v) for v in mnist.variants}) == 3
+    with pytest.raises(ConfigError, match="no entry 'improve'"):
+        with_overrides(mnist, ["variants.improve.overrides.budget=0.01"])
+    with pytest.raises(ConfigError, match=r"algorithms\[1\] must be one of 'sa', 'ga', got 'pso'"):
+        with_overrides(mnist, {"algorithms": ["sa", "pso"]})
+
+
+def test_a_bad_search_override_fails_before_the_baseline(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["bench", "search", "--preset", "smoke", "--set", "variants.seed.overrides.budgett=0.1", "--out",
+                 str(tmp_path), "--quiet"])
+    assert code == 2
+    assert "budgett" in capsys.readouterr().err
+    assert not (tmp_path / "baselines").exists()

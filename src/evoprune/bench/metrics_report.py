@@ -57,10 +57,11 @@ def render_markdown(payload: Mapping[str, Any]) -> str:
         f"Command: `{payload['command']}`. Machine: {info['cpu']} ({info['nproc']} cores), "
         f"torch {info['torch']}, CUDA: {info['cuda'] or 'none'}. {wall}",
         "",
-        f"Protocol: baselines trained {s.train_epochs} epochs from scratch per seed (seeds {seeds}); one-shot "
+        f"Protocol: baselines trained {s.train.epochs} epochs from scratch per seed (seeds {seeds}); one-shot "
         f"per-layer pruning to {s.macs_target:.0%} of MACs (one uniform ratio solved by bisection, so every metric gives "
         f"the same architecture); scoring on {s.scoring_samples} class-balanced training images; "
-        f"{s.finetune_epochs} fine-tuning epochs for every metric (SGD lr {s.finetune_lr}, cosine), best "
+        f"{s.finetune.epochs} fine-tuning epochs for every metric ({s.finetune.optimizer.upper()} lr {s.finetune.lr}, "
+        f"{s.finetune.schedule}), best "
         "validation epoch kept; test accuracy (%) measured once, mean ± sample std over seeds. *val pruned* is "
         "validation accuracy right after pruning, before fine-tuning."
         + (f" Training used {s.train_samples} images only (smoke run)." if s.train_samples else ""),
@@ -93,7 +94,7 @@ def render_markdown(payload: Mapping[str, Any]) -> str:
 
 
 def render_file(path: Path) -> str:
-    """The Markdown of a results JSON file written by ``evoprune bench metrics`` or ``benchmarks/bench_transfer.py``."""
+    """The Markdown of a results JSON file written by ``evoprune bench metrics`` or the former ``benchmarks/bench_transfer.py``."""
     try:
         payload = json.loads(Path(path).read_text())
     except (OSError, json.JSONDecodeError) as exc:

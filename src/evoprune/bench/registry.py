@@ -2,8 +2,10 @@
 
 A target is one comparison table (``metrics``: every pruning metric at equal budgets). Each lives in its own
 module of this package exposing ``TARGET``; add the module to ``TARGET_MODULES`` to enable it. The command line
-is generic: it adds the shared options (``--preset``, ``--seeds``, ``--device``, ``--out``, ``--resume``...) and
-each target's own :class:`Option` entries, then calls ``TARGET.run(settings, RunOptions)``.
+is generic: it adds the shared options (``--preset``, ``--seeds``, ``--device``, ``--set``, ``--out``,
+``--resume``...) and each target's own :class:`Option` entries, builds the settings from the preset through
+:func:`evoprune.config.with_overrides` (so every field can be set and is checked), then calls
+``TARGET.run(settings, RunOptions)``.
 """
 
 from __future__ import annotations
@@ -28,7 +30,8 @@ Existing = Literal["resume", "fresh", "error"]
 
 
 class Settings(Protocol):
-    """A preset: a frozen dataclass (changed with ``dataclasses.replace``) with at least these fields."""
+    """A preset: a frozen dataclass typed for :func:`evoprune.config.from_data` (``--set`` changes any field),
+    with at least these fields."""
 
     description: str
     seeds: tuple[int, ...]
@@ -84,6 +87,7 @@ class Target:
     run: Callable[[Any, RunOptions], BenchReport]
     options: tuple[Option, ...] = ()
     render: Callable[[Path], str] | None = None  # Markdown of an existing results file, nothing run
+    set_example: str = "KEY=VALUE"  # a typical --set, for the help text
 
     def preset(self, name: str) -> Settings:
         if name not in self.presets:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 import shlex
-from dataclasses import replace
+from dataclasses import fields, is_dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,7 @@ from rich.table import Table
 from evoprune.atomic import check_output
 from evoprune.bench import RunOptions, Target, available_targets, get_target, parse_seeds
 from evoprune.cli.common import apply_threads
+from evoprune.config import with_overrides
 from evoprune.errors import ConfigError
 
 
@@ -43,6 +44,9 @@ def _add_target(sub: argparse._SubParsersAction, target: Target) -> None:
         p.add_argument(option.flag, dest=f"opt_{option.field}", type=option.parse, default=None,
                        metavar=option.metavar, help=option.help)
     p.add_argument("--device", default=None, help="auto (GPU when present), cpu, cuda, cuda:N (default: the preset's)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help=f"override a setting of the preset, applied after the options above (repeatable), e.g. "
+                   f"{target.set_example}; settings: {', '.join(_setting_keys(target))}")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--out", type=Path, default=Path("runs/bench"), help="results folder (default runs/bench)")
     p.add_argument("--name", default=None, help=f"results file name without extension (default {target.name}-PRESET)")
@@ -57,6 +61,21 @@ def _add_target(sub: argparse._SubParsersAction, target: Target) -> None:
     p.set_defaults(func=run, target=target.name)
 
 
+def _setting_keys(target: Target) -> list[str]:
+    """The settings ``--set`` can change, nested recipes as ``train.*`` (for the help text)."""
+    some = next(iter(target.presets.values()))
+    keys = []
+    for f in fields(some):
+        value = getattr(some, f.name)
+        if is_dataclass(value):
+            keys.append(f"{f.name}.*")
+        elif isinstance(value, tuple) and value and is_dataclass(value[0]):
+            keys.append(f"{f.name}.NAME.*")
+        elif f.name not in ("name", "description"):
+            keys.append(f.name)
+    return keys
+
+
 def _command(args: argparse.Namespace, target: Target) -> str:
     """The command line that reproduces this run, for the results' "Command:" line."""
     words = ["evoprune", "bench", target.name, "--preset", args.preset]
@@ -69,6 +88,8 @@ def _command(args: argparse.Namespace, target: Target) -> str:
     for flag, value in (("--device", args.device), ("--threads", args.threads)):
         if value is not None:
             words += [flag, str(value)]
+    for override in args.overrides:
+        words += ["--set", override]
     return shlex.join(words)
 
 
@@ -101,7 +122,8 @@ def run(args: argparse.Namespace) -> int:
         check_output(args.cache, option="--cache", directory=True)
     changes: dict[str, Any] = {"seeds": args.seeds, "device": args.device}
     changes.update({o.field: getattr(args, f"opt_{o.field}") for o in target.options})
-    settings = replace(target.preset(args.preset), **{k: v for k, v in changes.items() if v is not None})
+    settings = with_overrides(target.preset(args.preset), {k: v for k, v in changes.items() if v is not None})
+    settings = with_overrides(settings, args.overrides)
     options = RunOptions(
         out=args.out, name=args.name or f"{target.name}-{args.preset}", cache=args.cache,
         existing="resume" if args.resume else "fresh" if args.fresh else "error", progress=not args.quiet,
