@@ -68,7 +68,7 @@ def test_an_unexpected_error_is_one_line_and_a_logged_traceback(
     def broken(*_: object, **__: object) -> None:
         raise KeyError("internal bookkeeping")
 
-    monkeypatch.setattr("evoprune.cli.train.load_dataset", broken)
+    monkeypatch.setattr("evoprune.cli.train.get_baseline", broken)
     monkeypatch.setenv("EVOPRUNE_LOG_DIR", str(tmp_path / "logs"))
     monkeypatch.delenv("EVOPRUNE_DEBUG", raising=False)
     assert main(["train", "--quiet"]) == 1
@@ -122,8 +122,14 @@ def test_search_refuses_a_read_only_out(digits_checkpoint: Path, read_only_dir: 
 @pytest.mark.parametrize("command", ["search", "prune"])
 def test_a_checkpoint_for_other_images_is_refused(command: str, digits_checkpoint: Path, tmp_path: Path,
                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """A checkpoint that names no dataset is checked against the shape of the --data it is given."""
+    from evoprune.checkpoint import load_checkpoint, save_checkpoint
+
+    model, payload = load_checkpoint(digits_checkpoint)
+    anonymous = save_checkpoint(tmp_path / "anonymous.pt", model, arch=payload["arch"],
+                                arch_kwargs=payload["arch_kwargs"], meta={})
     extra = ["--iterations", "2"] if command == "search" else ["--ratio", "0.3", "--no-latency"]
-    assert main([command, "--checkpoint", str(digits_checkpoint), "--data", "mnist5k", "--quiet", *extra,
+    assert main([command, "--checkpoint", str(anonymous), "--data", "mnist5k", "--quiet", *extra,
                  "--out", str(tmp_path / "o")]) == 2
     one_line_error(capsys, "built for 1×8×8 images", "mnist5k has 1×28×28")
 

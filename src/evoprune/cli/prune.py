@@ -12,9 +12,10 @@ from rich.console import Console
 from rich.table import Table
 
 from evoprune.atomic import check_output, write_atomic
+from evoprune.baseline import DataSpec, checkpoint_data
 from evoprune.checkpoint import load_checkpoint, pruning_history_of, save_checkpoint
 from evoprune.cli.common import add_runtime_args, apply_threads, check_fits_data, parse_key_values
-from evoprune.data import load_dataset
+from evoprune.config import from_data, to_data
 from evoprune.errors import ConfigError
 from evoprune.prune import (
     PRESETS,
@@ -41,9 +42,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     src.add_argument("--model", default=None, help="zoo model to prune untrained (train-free) when no --checkpoint")
     src.add_argument("--model-arg", action="append", metavar="KEY=VALUE", help="zoo model argument, e.g. depth=16")
     data = p.add_argument_group("data")
-    data.add_argument("--data", default=None, help="dataset (default: the checkpoint's, else mnist5k)")
-    data.add_argument("--data-dir", default=None, help="folder of the dataset's files (mnist, fashion, cifar10/100)")
-    data.add_argument("--val-fraction", type=float, default=0.2, help="share of the training set held out for validation")
+    data.add_argument("--data", default=None,
+                      help="dataset (default: the checkpoint's; with --model: mnist5k); must match the checkpoint's")
+    data.add_argument("--data-dir", default=None, help="folder of the dataset's files (default: the checkpoint's)")
+    data.add_argument("--split-seed", type=int, default=None,
+                      help="seed of the train/validation split (default: the checkpoint's, else --seed)")
+    data.add_argument("--val-fraction", type=float, default=None,
+                      help="share of the training set held out for validation (default: the checkpoint's, else 0.2)")
     data.add_argument("--normalize", action=argparse.BooleanOptionalAction, default=None,
                       help="standardise inputs (default: as the checkpoint was trained)")
     how = p.add_argument_group("what to remove")
@@ -124,9 +129,16 @@ def run(args: argparse.Namespace) -> int:
 
     _check_options(args)
     model, arch, arch_kwargs, meta, history = _load(args)
-    data_name = args.data or meta.get("dataset") or "mnist5k"
-    normalize = args.normalize if args.normalize is not None else bool(meta.get("normalize", False))
-    data = load_dataset(data_name, root=args.data_dir, seed=args.seed, val_fraction=args.val_fraction, normalize=normalize)
+    console = Console()
+    given = {"dataset": args.data, "data_dir": args.data_dir, "split_seed": args.split_seed,
+             "val_fraction": args.val_fraction, "normalize": args.normalize}
+    if args.checkpoint is not None:
+        data_spec, line = checkpoint_data(meta, source=f"checkpoint {args.checkpoint}", fallback_seed=args.seed, **given)
+        console.print(line)
+    else:
+        data_spec = from_data(DataSpec, {"dataset": "mnist5k", "split_seed": args.seed,
+                                         **{k: v for k, v in given.items() if v is not None}})
+    data = data_spec.load()
     if args.checkpoint is not None:
         check_fits_data(arch_kwargs, data, source=f"checkpoint {args.checkpoint}")
     if model is None:
@@ -151,13 +163,12 @@ def run(args: argparse.Namespace) -> int:
         finetune=finetune, seed=args.seed, device=args.device, progress=not args.quiet,
         latency_batch_sizes=() if args.no_latency else (1, args.latency_batch), latency_repeats=args.latency_repeats,
     )
-    console = Console()
     console.print(f"pruning [bold]{arch}[/] on {data.describe()} with metric [bold]{args.metric}[/]")
     pruner.prune(model, data, prior_history=history)
     result = pruner.result_
     save_checkpoint(out, pruner.model_, arch=arch, arch_kwargs=arch_kwargs, pruning_history=pruner.pruning_history_,
                     meta={
-        "dataset": data.name, "seed": args.seed, "normalize": normalize, "metric": args.metric,
+        **to_data(data_spec), "dataset": data.name, "seed": args.seed, "metric": args.metric,
         "val_accuracy": result.after.val_accuracy, "test_accuracy": result.after.test_accuracy,
         "source_checkpoint": str(args.checkpoint) if args.checkpoint else None, "prune_result": result.to_dict(),
     })

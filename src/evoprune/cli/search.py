@@ -78,30 +78,33 @@ def _config(args: argparse.Namespace) -> Any:
 
 
 def _model_and_data(args: argparse.Namespace, console: Console) -> tuple[torch.nn.Module, Any, dict[str, Any]]:
-    from evoprune.data import load_dataset
+    """The checkpoint's model on its own data and split, or (no --checkpoint) a baseline trained or reused from
+    the cache in runs/baselines."""
+    from evoprune.baseline import BaselineSpec, DataSpec, checkpoint_data, get_baseline
 
     if args.checkpoint is not None:
         from evoprune.checkpoint import load_checkpoint
 
         model, payload = load_checkpoint(args.checkpoint)
-        meta = payload.get("meta", {})
-        name = args.data or meta.get("dataset") or "mnist5k"
-        data = load_dataset(name, root=args.data_dir, seed=int(meta.get("seed", args.seed)),
-                            val_fraction=args.val_fraction, normalize=bool(meta.get("normalize", False)))
+        spec, line = checkpoint_data(payload["meta"], source=f"checkpoint {args.checkpoint}", dataset=args.data,
+                                     data_dir=args.data_dir, val_fraction=args.val_fraction, fallback_seed=args.seed)
+        console.print(line)
+        data = spec.load()
         check_fits_data(payload["arch_kwargs"], data, source=f"checkpoint {args.checkpoint}")
         return model, data, {"checkpoint": str(args.checkpoint), "arch": payload["arch"], "dataset": data.name}
-    from evoprune.models import build_model
-    from evoprune.train import default_preset_for, evaluate_split, get_train_preset, train
+    from evoprune.train import default_preset_for, get_train_preset
 
-    data = load_dataset(args.data or "mnist5k", root=args.data_dir, seed=args.seed, val_fraction=args.val_fraction)
-    torch.manual_seed(args.seed)
-    model = build_model(args.model, in_channels=data.in_channels, num_classes=data.num_classes, image_size=data.image_size)
-    config = get_train_preset(default_preset_for(args.model)).with_overrides(epochs=args.train_epochs, seed=args.seed)
-    console.print(f"no --checkpoint: training {args.model} on {data.name} for {config.epochs} epochs first")
-    train(model, data, config, device=args.device, progress=not args.quiet, description=f"train {args.model}")
-    test = evaluate_split(model.cpu(), data.test)
-    console.print(f"baseline {args.model}: test accuracy {test.accuracy:.4f}, loss {test.loss:.4f}")
-    return model, data, {"arch": args.model, "dataset": data.name, "trained_epochs": config.epochs}
+    data_spec = DataSpec(args.data or "mnist5k", split_seed=args.seed, val_fraction=args.val_fraction,
+                         data_dir=args.data_dir)
+    recipe = get_train_preset(default_preset_for(args.model)).with_overrides(epochs=args.train_epochs)
+    console.print(f"no --checkpoint: a {args.model} trained on {data_spec.dataset} for {recipe.epochs} epochs first")
+    baseline = get_baseline(BaselineSpec(args.model, data_spec, recipe, seed=args.seed),
+                            cache_dir=Path("runs") / "baselines", device=args.device, progress=not args.quiet,
+                            log=console.print)
+    meta = baseline.meta
+    console.print(f"baseline {args.model}: test accuracy {meta['test_accuracy']:.4f}, loss {meta['test_loss']:.4f}")
+    return baseline.model, baseline.data, {"checkpoint": str(baseline.checkpoint), "arch": args.model,
+                                           "dataset": baseline.data.name, "trained_epochs": recipe.epochs}
 
 
 def _summary_table(results: dict[str, Any]) -> Table:

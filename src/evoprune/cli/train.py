@@ -9,18 +9,13 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from evoprune.atomic import check_output
+from evoprune.atomic import check_output, write_atomic
+from evoprune.baseline import BaselineSpec, DataSpec, get_baseline
 from evoprune.cli.common import add_data_args, add_runtime_args, apply_threads, parse_key_values
-from evoprune.data import available_datasets, load_dataset
-from evoprune.models import available_models, build_model
-from evoprune.train import (
-    TRAIN_PRESETS,
-    default_preset_for,
-    evaluate_split,
-    fit_augment_to_images,
-    get_train_preset,
-    train,
-)
+from evoprune.config import with_overrides
+from evoprune.data import available_datasets
+from evoprune.models import available_models
+from evoprune.train import TRAIN_PRESETS, default_preset_for, fit_augment_to_images, get_train_preset
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -44,6 +39,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--schedule", choices=["constant", "cosine", "step"], default=None)
     p.add_argument("--augment", choices=["none", "shift", "crop_flip"], default=None,
                    help="default: the preset's, but none for images under 16 px when no --preset is named")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a recipe field after the preset and the flags above, e.g. lr=0.01 or "
+                   "milestones=[0.3,0.6] (repeatable; the fields of TrainConfig)")
     p.add_argument("--out", type=Path, default=None, help="checkpoint path (default runs/<model>-<data>-s<seed>.pt)")
     add_runtime_args(p)
     p.set_defaults(func=run)
@@ -51,47 +49,39 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     apply_threads(args.threads)
-    data = load_dataset(args.data, root=args.data_dir, seed=args.seed, val_fraction=args.val_fraction,
-                        normalize=args.normalize)
+    data_spec = DataSpec(args.data, split_seed=args.seed, val_fraction=args.val_fraction, normalize=args.normalize,
+                         data_dir=args.data_dir)
+    data = data_spec.load()
     out = args.out or Path("runs") / f"{args.model}-{data.name}-s{args.seed}.pt"
     check_output(out, option="--out")
     check_output(out.with_suffix(".json"), option="--out (its .json summary)")
-    arch_kwargs = {"in_channels": data.in_channels, "num_classes": data.num_classes, "image_size": data.image_size,
-                   **parse_key_values(args.model_arg, option="--model-arg")}
     preset_name = args.preset or default_preset_for(args.model)
-    config = get_train_preset(preset_name).with_overrides(
+    recipe = get_train_preset(preset_name).with_overrides(
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, optimizer=args.optimizer, momentum=args.momentum,
-        weight_decay=args.weight_decay, schedule=args.schedule, augment=args.augment, seed=args.seed,
+        weight_decay=args.weight_decay, schedule=args.schedule, augment=args.augment,
     )
     if args.preset is None and args.augment is None:
-        config = fit_augment_to_images(config, data.image_size)
-    import torch
-
-    torch.manual_seed(args.seed)
-    model = build_model(args.model, **arch_kwargs)
+        recipe = fit_augment_to_images(recipe, data.image_size)
+    recipe = with_overrides(recipe, args.overrides)
+    spec = BaselineSpec(args.model, data_spec, recipe, seed=args.seed,
+                        model_args=parse_key_values(args.model_arg, option="--model-arg"))
     console = Console()
     console.print(f"[bold]{args.model}[/] on {data.describe()}; preset {preset_name}: "
-                  f"{config.optimizer} lr {config.lr}, {config.epochs} epochs, batch {config.batch_size}, "
-                  f"augment {config.augment}")
-    result = train(model, data, config, device=args.device, progress=not args.quiet, description=f"train {args.model}")
-    test = evaluate_split(model, data.test)
-    from evoprune.checkpoint import save_checkpoint
-
-    save_checkpoint(out, model.cpu(), arch=args.model, arch_kwargs=arch_kwargs, meta={
-        "dataset": data.name, "seed": args.seed, "normalize": args.normalize, "train_config": config.to_dict(),
-        "best_epoch": result.best_epoch, "val_accuracy": result.best_val_accuracy,
-        "test_accuracy": test.accuracy, "test_loss": test.loss,
-    })
+                  f"{recipe.optimizer} lr {recipe.lr}, {recipe.epochs} epochs, batch {recipe.batch_size}, "
+                  f"augment {recipe.augment}")
+    baseline = get_baseline(spec, out=out, reuse=False, data=data, device=args.device, progress=not args.quiet)
+    meta = baseline.meta
     table = Table(title=f"{args.model} on {data.name}")
     for column in ("split", "accuracy", "loss"):
         table.add_column(column, justify="right")
-    best = result.history[result.best_epoch - 1] if result.history else {}
-    table.add_row("val", f"{result.best_val_accuracy:.4f}", f"{best.get('val_loss', float('nan')):.4f}")
-    table.add_row("test", f"{test.accuracy:.4f}", f"{test.loss:.4f}")
+    val_loss = meta["val_loss"] if meta["val_loss"] is not None else float("nan")
+    table.add_row("val", f"{meta['val_accuracy']:.4f}", f"{val_loss:.4f}")
+    table.add_row("test", f"{meta['test_accuracy']:.4f}", f"{meta['test_loss']:.4f}")
     console.print(table)
-    console.print(f"Selected on validation (epoch {result.best_epoch} of {config.epochs}); test reported once.")
-    console.print(f"{result.samples_seen:,} training samples in {result.seconds:.1f} s; checkpoint: {out}")
-    summary = {"model": args.model, "data": data.name, "seed": args.seed, "val_accuracy": result.best_val_accuracy,
-               "test_accuracy": test.accuracy, "test_loss": test.loss, "seconds": result.seconds, "checkpoint": str(out)}
-    out.with_suffix(".json").write_text(json.dumps(summary, indent=2) + "\n")
+    console.print(f"Selected on validation (epoch {meta['best_epoch']} of {recipe.epochs}); test reported once.")
+    console.print(f"Trained in {meta['train_seconds']:.1f} s; checkpoint: {out}")
+    summary = {"model": args.model, "data": data.name, "seed": args.seed, "val_accuracy": meta["val_accuracy"],
+               "test_accuracy": meta["test_accuracy"], "test_loss": meta["test_loss"],
+               "seconds": meta["train_seconds"], "checkpoint": str(out)}
+    write_atomic(out.with_suffix(".json"), lambda handle: handle.write((json.dumps(summary, indent=2) + "\n").encode()))
     return 0

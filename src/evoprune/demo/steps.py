@@ -11,9 +11,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import nn
 
+from evoprune.baseline import DataSpec
 from evoprune.data import DatasetSplits
 from evoprune.demo.config import DemoConfig
 
@@ -31,6 +31,7 @@ class Trained:
 
     model: nn.Module
     data: DatasetSplits
+    data_spec: DataSpec
     arch_kwargs: dict[str, Any]
     val_accuracy: float
     test_accuracy: float
@@ -66,35 +67,25 @@ class Searched:
 def train_step(config: DemoConfig, out: Path, *, seed: int, device: str, progress: bool) -> Trained:
     """Train the paper's LeNet-5 on MNIST-5k with the ``lenet5`` preset; save ``train/lenet5-mnist5k.pt`` and a
     summary JSON beside it."""
-    from evoprune.checkpoint import save_checkpoint
-    from evoprune.data import load_dataset
-    from evoprune.models import build_model
+    from evoprune.baseline import BaselineSpec, DataSpec, get_baseline
     from evoprune.prune import count_macs_params
-    from evoprune.train import evaluate_split, get_train_preset, train
+    from evoprune.train import get_train_preset
 
     start = time.perf_counter()
-    data = load_dataset(DATASET, seed=seed)
-    arch_kwargs = {"in_channels": data.in_channels, "num_classes": data.num_classes, "image_size": data.image_size}
-    torch.manual_seed(seed)
-    model = build_model(MODEL, **arch_kwargs)
-    train_config = get_train_preset("lenet5").with_overrides(epochs=config.train_epochs, seed=seed)
-    result = train(model, data, train_config, device=device, progress=progress, description=f"train {MODEL}")
-    model.cpu()
-    test = evaluate_split(model, data.test)
-    macs, params = count_macs_params(model, data.test.x[:1])
+    recipe = get_train_preset("lenet5").with_overrides(epochs=config.train_epochs)
     checkpoint = out / "train" / f"{MODEL}-{DATASET}.pt"
-    save_checkpoint(checkpoint, model, arch=MODEL, arch_kwargs=arch_kwargs, meta={
-        "dataset": DATASET, "seed": seed, "normalize": False, "train_config": train_config.to_dict(),
-        "best_epoch": result.best_epoch, "val_accuracy": result.best_val_accuracy, "test_accuracy": test.accuracy,
-    })
+    baseline = get_baseline(BaselineSpec(MODEL, DataSpec(DATASET, split_seed=seed), recipe, seed=seed),
+                            out=checkpoint, reuse=False, device=device, progress=progress)
+    model, data, meta = baseline.model, baseline.data, baseline.meta
+    macs, params = count_macs_params(model, data.test.x[:1])
     seconds = time.perf_counter() - start
     checkpoint.with_suffix(".json").write_text(json.dumps({
-        "model": MODEL, "data": DATASET, "seed": seed, "val_accuracy": result.best_val_accuracy,
-        "test_accuracy": test.accuracy, "test_loss": test.loss, "macs": macs, "params": params,
-        "best_epoch": result.best_epoch, "epochs": train_config.epochs, "seconds": seconds,
+        "model": MODEL, "data": DATASET, "seed": seed, "val_accuracy": meta["val_accuracy"],
+        "test_accuracy": meta["test_accuracy"], "test_loss": meta["test_loss"], "macs": macs, "params": params,
+        "best_epoch": meta["best_epoch"], "epochs": recipe.epochs, "seconds": seconds,
         "checkpoint": str(checkpoint)}, indent=2) + "\n")
-    return Trained(model, data, arch_kwargs, result.best_val_accuracy, test.accuracy, macs, params,
-                   train_config.epochs, result.best_epoch, checkpoint, seconds)
+    return Trained(model, data, baseline.spec.data, baseline.arch_kwargs, meta["val_accuracy"], meta["test_accuracy"], macs, params,
+                   recipe.epochs, meta["best_epoch"], checkpoint, seconds)
 
 
 def prune_step(trained: Trained, metric: str, config: DemoConfig, out: Path, *, seed: int, device: str,
@@ -102,6 +93,7 @@ def prune_step(trained: Trained, metric: str, config: DemoConfig, out: Path, *, 
     """Prune a copy of the trained model with ``metric`` on the paper's LeNet-5 schedule, fine-tuning after each
     step; save the pruned checkpoint and its results JSON under ``prune/``."""
     from evoprune.checkpoint import save_checkpoint
+    from evoprune.config import to_data
     from evoprune.prune import ChannelPruner
     from evoprune.train import get_train_preset
 
@@ -114,7 +106,7 @@ def prune_step(trained: Trained, metric: str, config: DemoConfig, out: Path, *, 
     checkpoint = out / "prune" / f"{MODEL}-{metric}.pt"
     save_checkpoint(checkpoint, pruner.model_, arch=MODEL, arch_kwargs=trained.arch_kwargs,
                     pruning_history=pruner.pruning_history_, meta={
-        "dataset": DATASET, "seed": seed, "normalize": False, "metric": metric,
+        **to_data(trained.data_spec), "seed": seed, "metric": metric,
         "source_checkpoint": str(trained.checkpoint), "prune_result": result.to_dict(),
     })
     results_json = checkpoint.with_suffix(".json")

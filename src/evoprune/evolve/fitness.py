@@ -26,12 +26,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from evoprune.checkpoint import load_checkpoint, save_checkpoint
-from evoprune.data import DatasetSplits, Split, load_dataset
+from evoprune.baseline import BaselineSpec, DataSpec, get_baseline
+from evoprune.data import DatasetSplits, Split
 from evoprune.errors import EvopruneError
-from evoprune.evolve.config import EvolutionConfig, TaskConfig, prune_schedule, train_config
+from evoprune.evolve.config import EvolutionConfig, TaskConfig
 from evoprune.evolve.cost import affordable, layer_dims
 from evoprune.expr import evaluate, parse
+from evoprune.prune import PruneSchedule
+from evoprune.train import TrainConfig
 
 WORST_FITNESS = 0.0
 
@@ -91,8 +93,8 @@ class TaskBundle:
     val_y: np.ndarray
     num_classes: int
     class_names: tuple[str, ...]
-    schedule: str | dict[str, Any]
-    finetune: dict[str, Any]
+    schedule: str | PruneSchedule
+    finetune: TrainConfig
     scoring_samples: int
     coupling: str
     device: str
@@ -136,17 +138,13 @@ class PreparedTask:
     data_sizes: dict[str, int]
 
 
-def task_digest(task: TaskConfig, seed: int, threads: int, device: str) -> str:
-    """Digest of what determines a task's pretrained model (to reuse a cached checkpoint only when it matches)."""
-    data = config_to_dict_task(task)
-    data.pop("weight", None)
-    for key in ("schedule", "finetune", "scoring_samples", "train_samples", "val_samples", "coupling"):
-        data.pop(key, None)
-    return hashlib.sha256(json.dumps([data, seed, threads, device], sort_keys=True).encode()).hexdigest()[:16]
-
-
-def config_to_dict_task(task: TaskConfig) -> dict[str, Any]:
-    return json.loads(json.dumps(task.__dict__, default=list))
+def pretrain_spec(task: TaskConfig, seed: int) -> BaselineSpec:
+    """The task's pretrained model as a baseline: its data split by the run seed, trained with a seed derived from
+    it, so ``evoprune search --checkpoint RUN_DIR/models/<task>.pt`` splits the data the same way."""
+    data = DataSpec(task.dataset, split_seed=seed, val_fraction=task.val_fraction, normalize=task.normalize,
+                    data_dir=task.data_dir)
+    return BaselineSpec(task.model, data, task.pretrain, seed=derive_seed(seed, "pretrain", task.name),
+                        model_args=dict(task.model_args))
 
 
 def prepare_task(task: TaskConfig, config: EvolutionConfig, models_dir: Path, *, progress: bool = False,
@@ -154,60 +152,32 @@ def prepare_task(task: TaskConfig, config: EvolutionConfig, models_dir: Path, *,
     """Load the task's data; load its pretrained model from ``models_dir`` or train it there once.
 
     Pretraining runs in this process with ``evaluation.threads`` torch threads (deterministic for the seed), and
-    the checkpoint is reused on resume and by later runs in the same directory while its settings match.
+    the checkpoint is reused on resume and by later runs in the same directory while its baseline key matches.
     """
-    from evoprune.models import build_model
-    from evoprune.parallel import torch_threads
     from evoprune.train import evaluate as evaluate_model
-    from evoprune.train import train
 
     seed = config.seed
-    data = load_dataset(task.dataset, root=task.data_dir, seed=seed, val_fraction=task.val_fraction,
-                        normalize=task.normalize)
-    arch_kwargs = {"in_channels": data.in_channels, "num_classes": data.num_classes,
-                   "image_size": tuple(data.image_size), **task.model_args}
-    path = models_dir / f"{task.name}.pt"
-    digest = task_digest(task, seed, config.evaluation.threads, config.evaluation.device)
-    model = None
-    if path.is_file():
-        loaded, payload = load_checkpoint(path)
-        meta = payload.get("meta")
-        if isinstance(meta, dict) and meta.get("task_digest") == digest:
-            model = loaded
-            if log is not None:
-                log("pretrained_reused", task=task.name, path=str(path))
-    if model is None:
-        pre = train_config(task.pretrain, f"task {task.name!r}: pretrain", default_preset="lenet5")
-        pre = pre.with_overrides(seed=derive_seed(seed, "pretrain", task.name))
-        if log is not None:
-            log("pretrain_start", task=task.name, model=task.model, dataset=data.describe(), epochs=pre.epochs)
-        start = time.perf_counter()
-        with torch_threads(config.evaluation.threads):
-            torch.manual_seed(pre.seed)
-            model = build_model(task.model, **arch_kwargs)
-            result = train(model, data, pre, device=config.evaluation.device, progress=progress,
-                           description=f"pretrain {task.name}")
-        model = model.cpu()
-        save_checkpoint(path, model, arch=task.model, arch_kwargs=arch_kwargs, meta={
-            "task_digest": digest, "task": task.name, "dataset": data.name, "train_config": pre.to_dict(),
-            "val_accuracy": result.best_val_accuracy, "best_epoch": result.best_epoch,
-        })
-        if log is not None:
-            log("pretrain_done", task=task.name, val_accuracy=result.best_val_accuracy,
-                seconds=time.perf_counter() - start, path=str(path))
+    baseline = get_baseline(
+        pretrain_spec(task, seed), out=models_dir / f"{task.name}.pt", device=config.evaluation.device,
+        threads=config.evaluation.threads, progress=progress,
+        log=None if log is None else (lambda line: log("pretrain", task=task.name, message=line)),
+    )
+    model, data, path, arch_kwargs = baseline.model, baseline.data, baseline.checkpoint, baseline.arch_kwargs
+    if log is not None:
+        log("pretrained_reused" if baseline.reused else "pretrain_done", task=task.name,
+            val_accuracy=baseline.meta["val_accuracy"], path=str(path))
     model.eval()
     val_acc = evaluate_model(model, data.val.x, data.val.y).accuracy
     train_split = _subset(data.train, task.train_samples, derive_seed(seed, "train_subset", task.name))
     val_split = _subset(data.val, task.val_samples, derive_seed(seed, "val_subset", task.name))
     tx, ty = _split_arrays(train_split)
     vx, vy = _split_arrays(val_split)
-    finetune = train_config(task.finetune, f"task {task.name!r}: finetune").to_dict()
     dims = layer_dims(model, data.train.x, data.train.y, task.scoring_samples)
     bundle = TaskBundle(
         name=task.name, arch=task.model, arch_kwargs=dict(arch_kwargs),
         state={k: v.detach().cpu().numpy() for k, v in model.state_dict().items()},
         train_x=tx, train_y=ty, val_x=vx, val_y=vy, num_classes=data.num_classes,
-        class_names=tuple(data.class_names), schedule=task.schedule, finetune=finetune,
+        class_names=tuple(data.class_names), schedule=task.schedule, finetune=task.finetune,
         scoring_samples=task.scoring_samples, coupling=task.coupling, device=config.evaluation.device,
         nonfinite=config.evaluation.nonfinite, layers=dims, max_elements=config.operators.max_elements,
         max_operations=config.operators.max_operations,
@@ -260,19 +230,15 @@ def run_fitness_job(job: FitnessJob, bundle: TaskBundle) -> dict[str, Any]:
     Runs in a worker (any executor); raises on failure (the executor turns that into the worst fitness).
     """
     from evoprune.prune import ChannelPruner
-    from evoprune.train import TrainConfig
 
     start = time.perf_counter()
     too_costly = affordable(parse(job.formula), bundle.layers, bundle.max_elements, bundle.max_operations)
     if too_costly is not None:
         raise CandidateError(f"not evaluated: the formula {too_costly}")
     model, splits = bundle.materialise()
-    schedule = bundle.schedule if isinstance(bundle.schedule, str) else prune_schedule(bundle.schedule, bundle.name)
-    finetune = dict(bundle.finetune)
-    finetune["milestones"] = tuple(finetune.get("milestones", ()))
     pruner = ChannelPruner(
-        _checked_metric(job.formula, bundle.nonfinite), schedule=schedule, scoring_samples=bundle.scoring_samples,
-        coupling=bundle.coupling, finetune=TrainConfig(**finetune), seed=job.seed,
+        _checked_metric(job.formula, bundle.nonfinite), schedule=bundle.schedule, scoring_samples=bundle.scoring_samples,
+        coupling=bundle.coupling, finetune=bundle.finetune, seed=job.seed,
         device=_visible_device(bundle.device),
         latency_batch_sizes=(), evaluate_test=False, progress=False, copy=True,
     )
