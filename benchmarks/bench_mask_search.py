@@ -1,14 +1,14 @@
-"""Mask-search benchmarks (issue 3): speed of the cached/batched evaluation, the seed's experiment reproduced,
-and the improved mode against the seed mode and against random/magnitude pruning.
+"""Mask-search benchmarks (issue 3): speed of the cached/batched evaluation and the seed's experiment reproduced.
 
     .venv/bin/python benchmarks/bench_mask_search.py --speed            # Fashion-MNIST, 10k test images per evaluation
     .venv/bin/python benchmarks/bench_mask_search.py --reproduce [--mnist-dir DIR]
-    .venv/bin/python benchmarks/bench_mask_search.py --quality --seeds 0 1 2   # MNIST-5k: improved vs seed
-    .venv/bin/python benchmarks/bench_mask_search.py --fashion          # magnitude-biased search + fine-tune
-    .venv/bin/python benchmarks/bench_mask_search.py --tiny             # smoke test of all three (runs/bench_mask_search/tiny)
+    .venv/bin/python benchmarks/bench_mask_search.py --tiny             # smoke test of both (runs/bench_mask_search/tiny)
 
 Each part merges its section into benchmarks/results/mask_search.json and rewrites mask_search.md. Baseline models
-are trained once and cached under runs/bench_mask_search/ (git-ignored).
+are trained once and cached under runs/bench_mask_search/ (git-ignored). The quality tables (improved vs seed mode,
+baselines at matched sparsity) are `evoprune bench search --preset mnist5k` and `--preset fashion`; the quality
+section already in mask_search.json (written by this script's former --quality part, the same code) is still
+rendered.
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ import json
 import statistics
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -26,12 +25,11 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS, gemm_gmacs, machine, median_seconds
-from evoprune.bench import RunOptions
-from evoprune.bench.search import FASHION_RECIPE, MNIST5K_RECIPE, PRESETS, TINY, SearchBenchSettings, trained_lenet5_d2l
-from evoprune.bench.search import run as run_target
-from evoprune.bench.search_report import render_against_baselines, render_comparison, summarise_run
-from evoprune.data import load_dataset
+from _common import RESULTS, gemm_gmacs, median_seconds
+from evoprune.baseline import Baseline, BaselineSpec, DataSpec, get_baseline
+from evoprune.bench.common import machine, write_json, write_text
+from evoprune.bench.search import FASHION_RECIPE, MNIST5K_RECIPE
+from evoprune.bench.search_report import render_comparison, summarise_run
 from evoprune.search import LayerGraph, MaskEvaluator, evaluate_masked, preset, search_masks, write_run
 from evoprune.search.plots import plot_history, plot_layers
 from evoprune.train import TrainConfig
@@ -61,10 +59,10 @@ RECIPES: dict[str, TrainConfig] = {
 }
 
 
-def baseline(dataset: str, data: Any, *, seed: int = 0, epochs: int | None = None, tag: str = "") -> tuple[nn.Module, dict[str, Any]]:
-    """A trained lenet5_d2l for ``dataset`` (cached); returns the model and how it was trained."""
-    recipe = RECIPES[dataset].with_overrides(seed=seed, epochs=epochs)
-    return trained_lenet5_d2l(data, recipe, CACHE / f"lenet5_d2l-{dataset}-s{seed}-e{recipe.epochs}{tag}.pt")
+def baseline(dataset: str, *, epochs: int | None = None, data_dir: str | None = None) -> Baseline:
+    """A trained lenet5_d2l for ``dataset`` (split and training seed 0; cached): the model, its data and meta."""
+    spec = BaselineSpec("lenet5_d2l", DataSpec(dataset, data_dir=data_dir), RECIPES[dataset].with_overrides(epochs=epochs))
+    return get_baseline(spec, cache_dir=CACHE, device="cpu")
 
 
 def tail_macs(model: nn.Module, graph: LayerGraph, image: torch.Tensor) -> dict[str, int]:
@@ -90,8 +88,8 @@ def tail_macs(model: nn.Module, graph: LayerGraph, image: torch.Tensor) -> dict[
 # ---------------------------------------------------------------------------------------------------- speed
 def speed(args: argparse.Namespace) -> dict[str, Any]:
     dataset = "mnist5k" if args.tiny else args.speed_data
-    data = load_dataset(dataset, seed=0)
-    model, meta = baseline(dataset, data, epochs=2 if args.tiny else None, tag="-tiny" if args.tiny else "")
+    base = baseline(dataset, epochs=2 if args.tiny else None)
+    model, data, meta = base.model, base.data, base.meta
     x, y = data.test.x, data.test.y
     if args.tiny:
         x, y = x[:300], y[:300]
@@ -147,8 +145,8 @@ def reproduce(args: argparse.Namespace) -> dict[str, Any]:
     out: dict[str, Any] = {}
     datasets = ["mnist5k"] + (["mnist"] if args.mnist_dir else [])
     for dataset in datasets:
-        data = load_dataset(dataset, root=args.mnist_dir if dataset == "mnist" else None, seed=0)
-        model, meta = baseline(dataset, data, epochs=2 if args.tiny else None, tag="-tiny" if args.tiny else "")
+        base = baseline(dataset, epochs=2 if args.tiny else None, data_dir=args.mnist_dir if dataset == "mnist" else None)
+        model, data, meta = base.model, base.data, base.meta
         overrides = {"sa": {"iterations": 10}, "ga": {"generations": 2}} if args.tiny else {}
         config = preset("seed", **overrides)
         runs, histories, layers = {}, {}, {}
@@ -162,34 +160,6 @@ def reproduce(args: argparse.Namespace) -> dict[str, Any]:
         plot_layers(layers, args.out / f"{NAME}_{dataset}_layers.png")
         out[dataset] = {"baseline": meta, "runs": runs}
     return {"datasets": out}
-
-
-# ---------------------------------------------------------------------------------------------------- quality
-def _run_target(settings: SearchBenchSettings, name: str, args: argparse.Namespace) -> dict[str, Any]:
-    """One ``evoprune bench search`` protocol, run afresh; its results file's contents."""
-    options = RunOptions(out=CACHE / "bench", name=name + ("-tiny" if args.tiny else ""), existing="fresh",
-                         cache=CACHE / "cache", progress=False)
-    return json.loads(run_target(settings, options).json_path.read_text())
-
-
-def quality(args: argparse.Namespace) -> dict[str, Any]:
-    """MNIST-5k: seed vs improved vs improved without fine-tuning, SA and GA, over seeds."""
-    settings = PRESETS["smoke"] if args.tiny else replace(PRESETS["mnist5k"], seeds=tuple(args.seeds))
-    payload = _run_target(settings, "quality", args)
-    return {"mnist5k_baseline": payload["baseline"], "rows": payload["runs"]}
-
-
-def fashion(args: argparse.Namespace) -> dict[str, Any]:
-    """Fashion-MNIST: the improved search with magnitude-biased moves and its fine-tuning, against baselines."""
-    (variant, (name, overrides)), = PRESETS["fashion"].variants.items()
-    overrides = {**(TINY if args.tiny else {}), **overrides, "budget": args.fashion_budget}
-    if args.finetune_epochs is not None:
-        overrides["finetune_epochs"] = args.finetune_epochs
-    settings = replace(PRESETS["fashion"], variants={variant: (name, overrides)}, algorithms=(args.fashion_algorithm,))
-    if args.tiny:
-        settings = replace(settings, data="mnist5k", train=PRESETS["smoke"].train)
-    payload = _run_target(settings, "fashion", args)
-    return {"baseline": payload["baseline"], "run": payload["runs"][0]}
 
 
 # ---------------------------------------------------------------------------------------------------- report
@@ -239,12 +209,9 @@ def markdown(payload: dict[str, Any]) -> str:
                              f"{p['sparsity_mean_layer']:.4f} | {p['sparsity_global']:.4f} (derived) | see spec §7.2 | "
                              f"{p['evaluations']} | {p['wall_time_s']} | – |")
             lines.append("")
-    q = payload.get("quality")
+    q = payload.get("quality")  # the former --quality part's results; now evoprune bench search --preset mnist5k
     if q:
         lines += render_comparison(q["rows"], "MNIST-5k")
-    f = payload.get("fashion") or (q or {}).get("fashion")
-    if f:
-        lines += render_against_baselines(f["run"], "Fashion-MNIST")
     return "\n".join(lines)
 
 
@@ -252,24 +219,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--speed", action="store_true")
     parser.add_argument("--reproduce", action="store_true")
-    parser.add_argument("--quality", action="store_true")
     parser.add_argument("--tiny", action="store_true", help="seconds-long smoke run of the selected parts (all if none)")
     parser.add_argument("--speed-data", default="fashion")
     parser.add_argument("--mnist-dir", default=None, help="folder of the full MNIST IDX files (adds the full-MNIST run)")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--fashion", action="store_true", help="Fashion-MNIST: magnitude-biased improved search + fine-tune vs baselines")
-    parser.add_argument("--fashion-algorithm", choices=["sa", "ga"], default="sa")
-    parser.add_argument("--fashion-budget", type=float, default=PRESETS["fashion"].variants["improved, magnitude-biased"][1]["budget"])
-    parser.add_argument("--finetune-epochs", type=int, default=None, help="quality, Fashion run: final fine-tune epochs (default: the preset's)")
     parser.add_argument("--batch-size", type=int, default=None)
     parser.add_argument("--threads", type=int, default=None)
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    all_parts = ("speed", "reproduce", "quality", "fashion")
+    all_parts = ("speed", "reproduce")
     parts = [p for p in all_parts if getattr(args, p)] or (list(all_parts) if args.tiny else [])
     if not parts:
-        parser.error("choose --speed, --reproduce, --quality and/or --fashion (or --tiny)")
+        parser.error("choose --speed and/or --reproduce (or --tiny); the quality tables are evoprune bench search")
     args.out = CACHE / "tiny" if args.tiny else RESULTS  # smoke runs never overwrite the real results
     path = args.out / f"{NAME}.json"
     payload = json.loads(path.read_text()) if path.exists() else {}
@@ -277,9 +238,8 @@ def main() -> None:
         start = time.perf_counter()
         payload[part] = {"bench_seconds": None, **globals()[part](args)}
         payload[part]["bench_seconds"] = time.perf_counter() - start
-        args.out.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(payload, indent=2, default=float) + "\n")
-        (args.out / f"{NAME}.md").write_text(markdown(payload).rstrip() + "\n")
+        write_json(path, payload)
+        write_text(args.out / f"{NAME}.md", markdown(payload).rstrip() + "\n")
     print(markdown(payload))
 
 

@@ -18,67 +18,43 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from evoprune.baseline import Baseline, BaselineSpec, DataSpec, get_baseline
 from evoprune.bench.common import machine, write_json, write_text
 from evoprune.bench.metrics_report import render_file, render_markdown, summarise
 from evoprune.bench.metrics_settings import MODELS, PRESETS, MetricsBenchSettings
 from evoprune.bench.registry import BenchReport, Option, RunOptions, Target, read_previous, split_list
-from evoprune.checkpoint import load_checkpoint, save_checkpoint
-from evoprune.data import DatasetSplits, Split, load_dataset
+from evoprune.data import DatasetSplits
 from evoprune.metrics import get_metric
-from evoprune.models import build_model
 from evoprune.prune import ChannelPruner, PruneSchedule
-from evoprune.train import TrainConfig, evaluate, train
+from evoprune.train import TrainConfig
 
 
-def baseline_config(settings: MetricsBenchSettings, seed: int) -> TrainConfig:
-    """SGD + Nesterov, cosine decay, ±2 px shifts (no flips: Fashion items have a handedness)."""
-    return TrainConfig(epochs=settings.train_epochs, batch_size=128, optimizer="sgd", lr=0.05, momentum=0.9,
-                       nesterov=True, weight_decay=5e-4, schedule="cosine", augment="shift", seed=seed)
+def baseline_config(settings: MetricsBenchSettings) -> TrainConfig:
+    """The baselines' recipe (the settings' ``train``, by default SGD + Nesterov, cosine, ±2 px shifts)."""
+    return settings.train
 
 
-def finetune_config(settings: MetricsBenchSettings, seed: int) -> TrainConfig:
-    return TrainConfig(epochs=settings.finetune_epochs, batch_size=128, optimizer="sgd", lr=settings.finetune_lr,
-                       momentum=0.9, nesterov=True, weight_decay=5e-4, schedule="cosine", augment="shift", seed=seed)
-
-
-def load_data(settings: MetricsBenchSettings, seed: int) -> DatasetSplits:
-    """The dataset for ``seed``, with seeded random subsets when the settings ask for fewer images."""
-    data = load_dataset(settings.data, seed=seed)
-
-    def head(split: Split, n: int | None) -> Split:
-        if n is None or n >= len(split):
-            return split
-        return split.subset(torch.randperm(len(split), generator=torch.Generator().manual_seed(seed))[:n])
-
-    return replace(data, train=head(data.train, settings.train_samples), val=head(data.val, settings.eval_samples),
-                   test=head(data.test, settings.eval_samples))
-
-
-def baseline(settings: MetricsBenchSettings, key: str, seed: int, data: DatasetSplits, cache: Path, *,
-             progress: bool, log: Callable[[str], None]) -> tuple[torch.nn.Module, dict[str, Any]]:
-    """The trained baseline of ``key`` for ``seed``: from the checkpoint cache, else trained and cached."""
+def baseline_spec(settings: MetricsBenchSettings, key: str, seed: int) -> BaselineSpec:
+    """What the baseline of table model ``key`` for ``seed`` is: model, data subsets split by ``seed``, recipe."""
     arch, extra = MODELS[key]
     extra = {**extra, "width": settings.vgg_width} if arch == "vgg" else dict(extra)
-    kwargs = {"in_channels": data.in_channels, "num_classes": data.num_classes, "image_size": data.image_size, **extra}
-    path = cache / f"{key}-{data.name}-s{seed}-{settings.baseline_hash()}.pt"
-    if path.is_file():
-        model, payload = load_checkpoint(path)
-        return model, payload["meta"]
-    torch.manual_seed(seed)
-    model = build_model(arch, **kwargs)
-    log(f"[{key} seed {seed}] training the baseline ({settings.train_epochs} epochs)")
-    result = train(model, data, baseline_config(settings, seed), device=settings.device, progress=progress,
-                   description=f"{key} s{seed}")
-    meta = {"val_accuracy": result.best_val_accuracy, "test_accuracy": evaluate(model, data.test.x, data.test.y).accuracy,
-            "seconds": result.seconds, "best_epoch": result.best_epoch}
-    save_checkpoint(path, model.cpu(), arch=arch, arch_kwargs=kwargs, meta=meta)
-    return model, meta
+    data = DataSpec(settings.data, split_seed=seed, train_samples=settings.train_samples,
+                    eval_samples=settings.eval_samples)
+    return BaselineSpec(arch, data, baseline_config(settings), seed=seed, model_args=extra)
+
+
+def baseline(settings: MetricsBenchSettings, key: str, seed: int, data: DatasetSplits | None, cache: Path, *,
+             progress: bool, log: Callable[[str], None]) -> Baseline:
+    """The trained baseline of ``key`` for ``seed``: from the checkpoint cache, else trained and cached.
+
+    ``data``: this seed's data if another model loaded it already."""
+    return get_baseline(baseline_spec(settings, key, seed), cache_dir=cache, data=data, device=settings.device,
+                        progress=progress, log=lambda line: log(f"[{key} seed {seed}] {line}"))
 
 
 def run(settings: MetricsBenchSettings, options: RunOptions) -> BenchReport:
@@ -114,9 +90,9 @@ def run(settings: MetricsBenchSettings, options: RunOptions) -> BenchReport:
             todo = [m for m in settings.metrics if (key, seed, m) not in finished]
             if not todo and f"{key}/{seed}" in bases:
                 continue
-            data = data if data is not None else load_data(settings, seed)
-            model, meta = baseline(settings, key, seed, data, cache, progress=options.progress, log=options.log)
-            bases[f"{key}/{seed}"] = {**meta, "settings": base_hash}
+            base = baseline(settings, key, seed, data, cache, progress=options.progress, log=options.log)
+            model, data = base.model, base.data
+            bases[f"{key}/{seed}"] = {**_row(base.meta), "settings": base_hash}
             write_json(json_path, payload())
             schedule = PruneSchedule(macs_target=settings.macs_target)
             for metric in todo:
@@ -135,12 +111,18 @@ def run(settings: MetricsBenchSettings, options: RunOptions) -> BenchReport:
     return BenchReport(json_path, md_path, text, runs_done=len(requested) - skipped, runs_skipped=skipped)
 
 
+def _row(meta: dict[str, Any]) -> dict[str, Any]:
+    """A baseline's entry in the results JSON."""
+    return {"val_accuracy": meta["val_accuracy"], "test_accuracy": meta["test_accuracy"],
+            "seconds": meta["train_seconds"], "best_epoch": meta["best_epoch"]}
+
+
 def _prune_one(settings: MetricsBenchSettings, key: str, seed: int, metric: str, model: torch.nn.Module,
                data: DatasetSplits, schedule: PruneSchedule, progress: bool) -> tuple[dict[str, Any], PruneSchedule]:
     """Prune a copy of ``model`` with ``metric`` and fine-tune it; the record, and the schedule with its solved ratio."""
     t0 = time.perf_counter()
     pruner = ChannelPruner(metric, schedule=schedule, scoring_samples=settings.scoring_samples,
-                           finetune=finetune_config(settings, seed), seed=seed, device=settings.device,
+                           finetune=settings.finetune, seed=seed, device=settings.device,
                            latency_batch_sizes=(), evaluate_before=False, progress=progress).prune(model, data)
     res = pruner.result_
     record = {
@@ -160,6 +142,7 @@ TARGET = Target(
     presets=PRESETS,
     run=run,
     render=render_file,
+    set_example="finetune.lr=0.02",
     options=(
         Option("--metrics", "metrics", "comma list of metric names or formulas (default: the preset's)", split_list,
                "A,B,..."),

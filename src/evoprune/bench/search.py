@@ -13,22 +13,19 @@ sparsity), ``smoke`` (seconds, for tests).
 from __future__ import annotations
 
 import json
-import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-import torch
-
+from evoprune.baseline import Baseline, BaselineSpec, DataSpec, get_baseline
 from evoprune.bench.common import fingerprint, machine, write_json, write_text
-from evoprune.bench.registry import BenchReport, RunOptions, Target, read_previous
+from evoprune.bench.registry import BenchReport, Option, RunOptions, Target, read_previous, split_list
 from evoprune.bench.search_report import render_against_baselines, render_comparison, summarise_run
-from evoprune.checkpoint import load_checkpoint, save_checkpoint
-from evoprune.data import load_dataset
+from evoprune.config import to_data
 from evoprune.errors import ConfigError
-from evoprune.models import build_model
-from evoprune.search import preset, search_masks
-from evoprune.train import TrainConfig, evaluate_split, train
+from evoprune.search import preset as search_preset
+from evoprune.search import search_masks
+from evoprune.train import TrainConfig
 
 # The improved preset with its fine-tuning switched off and one joint pass: what the search alone contributes.
 SEARCH_ONLY: dict[str, Any] = {"finetune_between": 0, "finetune_epochs": 0, "joint_rounds": 1, "baselines": False}
@@ -37,29 +34,54 @@ TINY: dict[str, Any] = {"sa": {"iterations": 10, "joint_iterations": 4}, "ga": {
 
 
 @dataclass(frozen=True)
+class Variant:
+    """One row of the table: a search preset (``seed`` or ``improved``) with overrides of its settings.
+
+    ``--set variants.improved.overrides.budget=0.05`` (a variant is named by ``name`` or its index).
+    """
+
+    name: str
+    search: str
+    overrides: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class SearchBenchSettings:
-    """One protocol. ``variants`` maps a row label to (search preset, overrides); ``train`` is the baseline's
-    recipe. ``layout`` picks the table: ``comparison`` (variants vs the seed mode) or ``baselines`` (each run
-    against random and magnitude pruning at its sparsity)."""
+    """One protocol. ``variants`` are the rows; ``train`` is the baseline's recipe. ``layout`` picks the table:
+    ``comparison`` (variants vs the seed mode) or ``baselines`` (each run against random and magnitude pruning at
+    its sparsity)."""
 
     name: str
     description: str
     data: str
     train: TrainConfig
-    variants: dict[str, tuple[str, dict[str, Any]]]
-    algorithms: tuple[str, ...] = ("sa", "ga")
+    variants: tuple[Variant, ...]
+    algorithms: tuple[Literal["sa", "ga"], ...] = ("sa", "ga")
     seeds: tuple[int, ...] = (0, 1, 2)
     device: str = "cpu"
-    layout: str = "comparison"
-    extra: dict[str, Any] = field(default_factory=dict)
+    layout: Literal["comparison", "baselines"] = "comparison"
+
+    def __post_init__(self) -> None:
+        for key in ("variants", "algorithms", "seeds"):
+            if not getattr(self, key):
+                raise ConfigError(f"{key} is empty; a search bench needs at least one")
+        names = [v.name for v in self.variants]
+        if len(set(names)) < len(names):
+            raise ConfigError(f"variants {names}: each variant needs its own name")
 
     def summary(self) -> str:
         return (f"{self.data}; baseline {self.train.optimizer} {self.train.epochs} epochs; variants "
-                f"{', '.join(self.variants)}; {'/'.join(a.upper() for a in self.algorithms)}; seeds "
+                f"{', '.join(v.name for v in self.variants)}; {'/'.join(a.upper() for a in self.algorithms)}; seeds "
                 f"{','.join(map(str, self.seeds))}")
 
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "train": self.train.to_dict()}
+        return to_data(self)
+
+    def run_hash(self, variant: Variant) -> str:
+        """Fingerprint of what shaped a run of ``variant``: a finished run is skipped on resume only when it
+        matches (other seeds, algorithms or variants leave it valid)."""
+        return fingerprint({"data": self.data, "train": to_data(self.train), "search": variant.search,
+                            "overrides": variant.overrides})
 
 
 # The MNIST-5k baseline: 3,200 training images are too few for the seed's plain SGD on the sigmoid LeNet (it stays
@@ -69,43 +91,29 @@ FASHION_RECIPE = TrainConfig(epochs=30, optimizer="adam", lr=2e-3, schedule="cos
 
 PRESETS: dict[str, SearchBenchSettings] = {
     "mnist5k": SearchBenchSettings(
-        "mnist5k", "improved vs seed mode on MNIST-5k (the issue's quality comparison)", "mnist5k", MNIST5K_RECIPE,
-        {"seed": ("seed", {}), "improved": ("improved", {}), "improved, search only": ("improved", SEARCH_ONLY)}),
+        name="mnist5k", description="improved vs seed mode on MNIST-5k (the issue's quality comparison)",
+        data="mnist5k", train=MNIST5K_RECIPE,
+        variants=(Variant("seed", "seed"), Variant("improved", "improved"),
+                  Variant("improved, search only", "improved", SEARCH_ONLY))),
     "fashion": SearchBenchSettings(
-        "fashion", "magnitude-biased improved SA + fine-tuning vs random/magnitude pruning on Fashion-MNIST", "fashion",
-        FASHION_RECIPE, {"improved, magnitude-biased": ("improved", {"magnitude_bias": 1.0, "budget": 0.03})},
+        name="fashion", description="magnitude-biased improved SA + fine-tuning vs random/magnitude pruning on "
+        "Fashion-MNIST", data="fashion", train=FASHION_RECIPE,
+        variants=(Variant("improved, magnitude-biased", "improved", {"magnitude_bias": 1.0, "budget": 0.03}),),
         algorithms=("sa",), seeds=(0,), layout="baselines"),
     "smoke": SearchBenchSettings(
-        "smoke", "a check of the whole path in about a minute (15-epoch baseline, tiny budgets)", "mnist5k",
-        MNIST5K_RECIPE.with_overrides(epochs=15),
-        {"seed": ("seed", {"sa": {"iterations": 10}, "ga": {"generations": 2}}), "improved": ("improved", TINY)},
+        name="smoke", description="a check of the whole path in about a minute (15-epoch baseline, tiny budgets)",
+        data="mnist5k", train=MNIST5K_RECIPE.with_overrides(epochs=15),
+        variants=(Variant("seed", "seed", {"sa": {"iterations": 10}, "ga": {"generations": 2}}),
+                  Variant("improved", "improved", TINY)),
         seeds=(0,)),
 }
 
 
-def trained_lenet5_d2l(data: Any, recipe: TrainConfig, path: Path, device: str = "cpu") -> tuple[torch.nn.Module, dict[str, Any]]:
-    """A lenet5_d2l trained on ``data`` with ``recipe``, from the checkpoint at ``path`` or trained and saved there."""
-    if path.is_file():
-        model, payload = load_checkpoint(path)
-        return model.eval(), payload["meta"]
-    torch.manual_seed(recipe.seed)
-    kwargs = {"in_channels": data.in_channels, "num_classes": data.num_classes, "image_size": data.image_size}
-    model = build_model("lenet5_d2l", **kwargs)
-    start = time.perf_counter()
-    result = train(model, data, recipe, device=device, progress=False)
-    test = evaluate_split(model, data.test)
-    meta = {"dataset": data.name, "seed": recipe.seed, "train_config": recipe.to_dict(),
-            "train_seconds": time.perf_counter() - start, "best_epoch": result.best_epoch,
-            "val_accuracy": result.best_val_accuracy, "test_accuracy": test.accuracy, "test_loss": test.loss}
-    save_checkpoint(path, model.cpu(), arch="lenet5_d2l", arch_kwargs=kwargs, meta=meta)
-    return model.eval(), meta
-
-
-def baseline(settings: SearchBenchSettings, data: Any, cache: Path) -> tuple[torch.nn.Module, dict[str, Any]]:
-    """The trained lenet5_d2l every search of ``settings`` starts from (seed 0), from the cache or trained now."""
-    recipe = settings.train.with_overrides(seed=0)
-    path = cache / f"lenet5_d2l-{settings.data}-{fingerprint(recipe.to_dict())}.pt"
-    return trained_lenet5_d2l(data, recipe, path, settings.device)
+def baseline(settings: SearchBenchSettings, cache: Path) -> Baseline:
+    """The trained lenet5_d2l every search of ``settings`` starts from (split and training seed 0), from the cache
+    or trained now."""
+    spec = BaselineSpec("lenet5_d2l", DataSpec(settings.data, split_seed=0), settings.train, seed=0)
+    return get_baseline(spec, cache_dir=cache, device=settings.device)
 
 
 def render_markdown(payload: dict[str, Any]) -> str:
@@ -126,25 +134,28 @@ def render_markdown(payload: dict[str, Any]) -> str:
 
 def run(settings: SearchBenchSettings, options: RunOptions) -> BenchReport:
     """Run (or resume) every variant × algorithm × seed; write ``<out>/<name>.json`` and ``.md``."""
+    # every variant's search config is built (and checked) before the baseline is trained
+    configs = {v.name: search_preset(v.search, **v.overrides) for v in settings.variants}
+    hashes = {v.name: settings.run_hash(v) for v in settings.variants}
     json_path, md_path = options.out / f"{options.name}.json", options.out / f"{options.name}.md"
     previous = read_previous(json_path, options.existing)
-    settings_hash = fingerprint(settings.to_dict())
-    runs = [r for r in previous.get("runs", []) if r.get("settings") == settings_hash]
-    requested = [(v, a, s) for s in settings.seeds for v in settings.variants for a in settings.algorithms]
+    requested = [(v.name, a, s) for s in settings.seeds for v in settings.variants for a in settings.algorithms]
+    runs = [r for r in previous.get("runs", []) if (r.get("variant"), r.get("algorithm"), r.get("seed")) in requested
+            and r.get("settings") == hashes[r["variant"]]]
+    if len(runs) < len(previous.get("runs", [])):
+        options.log(f"ignoring {len(previous['runs']) - len(runs)} runs in {json_path} made with other settings")
     finished = {(r["variant"], r["algorithm"], r["seed"]) for r in runs}
     skipped = sum(item in finished for item in requested)
     options.log(f"bench search ({settings.name}): {len(requested)} searches, {skipped} already done; results in {json_path}")
-    data = load_dataset(settings.data, seed=0)
-    model, meta = baseline(settings, data, options.cache or options.out / "baselines")
-    info = {"settings": settings.to_dict(), "command": options.command, "machine": machine(), "baseline": meta}
+    base = baseline(settings, options.cache or options.out / "baselines")
+    model, data = base.model, base.data
+    info = {"settings": settings.to_dict(), "command": options.command, "machine": machine(), "baseline": base.meta}
     for variant, algorithm, seed in requested:
         if (variant, algorithm, seed) in finished:
             continue
-        name, overrides = settings.variants[variant]
-        config = preset(name, **overrides)
-        result = search_masks(model, data, algorithm=algorithm, config=config, seed=seed, device=settings.device,
-                              progress=options.progress)
-        runs.append({**summarise_run(result, variant), "settings": settings_hash})
+        result = search_masks(model, data, algorithm=algorithm, config=configs[variant], seed=seed,
+                              device=settings.device, progress=options.progress)
+        runs.append({**summarise_run(result, variant), "settings": hashes[variant]})
         options.log(f"[{variant} {algorithm.upper()} seed {seed}] sparsity {result.sparsity['global']:.3f}, "
                     f"test accuracy {runs[-1]['accuracy']:.4f}, {result.evaluations} evaluations, {result.wall_time_s:.0f} s")
         write_json(json_path, {**info, "runs": runs})  # resumable after every run
@@ -164,4 +175,6 @@ def render_file(path: Path) -> str:
 
 
 TARGET = Target(name="search", help="mask-search modes (seed, improved, baselines) compared over seeds",
-                presets=PRESETS, run=run, render=render_file)
+                presets=PRESETS, run=run, render=render_file, set_example="variants.improved.overrides.budget=0.05",
+                options=(Option("--algorithms", "algorithms", "comma list of sa, ga (default: the preset's)", split_list,
+                                "sa,ga"),))
