@@ -26,7 +26,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from evoprune.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
+from evoprune.checkpoint import load_checkpoint, save_checkpoint
 from evoprune.config import from_data, to_data
 from evoprune.data import DatasetSplits, Split, load_dataset
 from evoprune.device import resolve_device
@@ -134,13 +134,14 @@ def get_baseline(
     if (cache_dir is None) == (out is None):
         raise ConfigError("get_baseline needs exactly one of cache_dir= (content-addressed) or out= (a fixed path)")
     key = spec.key(device=device, threads=threads)
-    path = spec.cache_path(cache_dir, key) if cache_dir is not None else Path(out)  # type: ignore[arg-type]
+    path = spec.cache_path(cache_dir, key) if cache_dir is not None else Path(str(out))
     data = data if data is not None else spec.data.load()
-    if reuse and path.is_file() and read_checkpoint(path)["meta"].get("baseline_key") == key:
+    if reuse and path.is_file():
         model, payload = load_checkpoint(path)
-        if log is not None:
-            log(f"baseline {spec.model} on {spec.data.dataset}: reused {path}")
-        return Baseline(spec, model.eval(), payload["arch_kwargs"], data, path, payload["meta"], reused=True)
+        if payload["meta"].get("baseline_key") == key:
+            if log is not None:
+                log(f"baseline {spec.model} on {spec.data.dataset}: reused {path}")
+            return Baseline(spec, model.eval(), payload["arch_kwargs"], data, path, payload["meta"], reused=True)
     arch_kwargs = {"in_channels": data.in_channels, "num_classes": data.num_classes,
                    "image_size": tuple(data.image_size), **spec.model_args}
     if log is not None:
