@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from evoprune.bench.common import write_json, write_text
+from evoprune.atomic import write_json, write_text
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

@@ -15,8 +15,8 @@ import tempfile
 from pathlib import Path
 
 from _common import write_results
-from evoprune.bench.common import machine
 from evoprune.cli import main as evoprune
+from evoprune.device import machine
 
 
 def run_one(model: str, data: str, seed: int, threads: int, workdir: Path) -> dict:

@@ -26,7 +26,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import write_results
-from evoprune.bench.common import machine
+from evoprune.device import machine
 from evoprune.evolve import PAPER_SEEDS, evolve, load_preset
 from evoprune.evolve.fitness import FitnessJob, prepare_task, run_fitness_job
 from evoprune.evolve.operators import Variation, VariationStats

@@ -26,10 +26,11 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import RESULTS, gemm_gmacs, median_seconds
+from evoprune.atomic import write_json, write_text
 from evoprune.baseline import Baseline, BaselineSpec, DataSpec, get_baseline
-from evoprune.bench.common import machine, write_json, write_text
 from evoprune.bench.search import FASHION_RECIPE, MNIST5K_RECIPE
 from evoprune.bench.search_report import render_comparison, summarise_run
+from evoprune.device import machine
 from evoprune.search import LayerGraph, MaskEvaluator, evaluate_masked, preset, search_masks, write_run
 from evoprune.search.plots import plot_history, plot_layers
 from evoprune.train import TrainConfig

@@ -63,7 +63,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 import evoprune.expr.stats as stats_mod
 from _common import write_results
-from evoprune.bench.common import machine
+from evoprune.device import machine
 from evoprune.expr import ClassStats
 from evoprune.metrics import LayerData, get_metric, prunable_layers, score_layers
 from evoprune.metrics.feature_points import Capture, feature_points

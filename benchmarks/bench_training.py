@@ -16,8 +16,8 @@ import time
 import torch
 
 from _common import gemm_gmacs, median_seconds, write_results
-from evoprune.bench.common import machine
 from evoprune.data import load_dataset
+from evoprune.device import machine
 from evoprune.models import build_model
 from evoprune.train import TrainConfig, evaluate, train
 

@@ -6,11 +6,12 @@ renamed over the target, so a job killed at any moment (SIGKILL, power loss) lea
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
@@ -62,3 +63,19 @@ def check_output(path: str | Path, *, option: str, directory: bool = False) -> P
         raise OutputPathError(f"{option} {path}: cannot write in {ancestor} ({exc.strerror or exc}); "
                               "choose a writable location") from None
     return path
+
+
+def write_text(path: str | Path, text: str) -> Path:
+    """Write ``text`` (UTF-8) atomically."""
+    data = text.encode("utf-8")
+    return write_atomic(path, lambda handle: handle.write(data))
+
+
+def write_json(path: str | Path, payload: Any, *, indent: int = 2, **dumps: Any) -> Path:
+    """Write ``payload`` as JSON (one trailing newline) atomically; ``dumps`` go to :func:`json.dumps`."""
+    return write_text(path, json.dumps(payload, indent=indent, **dumps) + "\n")
+
+
+def save_figure(figure: Any, path: str | Path, *, dpi: int = 110) -> Path:
+    """Save a matplotlib figure as PNG atomically."""
+    return write_atomic(path, lambda handle: figure.savefig(handle, format="png", dpi=dpi))

@@ -1,6 +1,12 @@
-"""Device selection shared by every command: ``--device auto`` picks a GPU when one is present."""
+"""The machine a run uses: ``--device`` selection (``auto`` picks a GPU when one is present) and the facts a reader
+needs to interpret a figure measured on it."""
 
 from __future__ import annotations
+
+import os
+import platform
+from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -31,3 +37,23 @@ def resolve_device(spec: str | torch.device = "auto") -> torch.device:
     if device.type == "mps" and not torch.backends.mps.is_available():
         raise ConfigError(f"--device {spec!r} asks for MPS but it is not available here; use --device auto or cpu")
     return device
+
+
+def machine() -> dict[str, Any]:
+    """Cores, CPU model, Python and torch versions, torch threads, GPU if any: recorded with every measured result."""
+    cpu = platform.processor() or platform.machine() or "unknown"
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                   if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return {"nproc": os.cpu_count(), "cpu": cpu, "python": platform.python_version(), "torch": torch.__version__,
+            "threads": torch.get_num_threads(),
+            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+
+
+def describe_machine() -> str:
+    """:func:`machine` in one line, for reports."""
+    m = machine()
+    gpu = f", GPU {m['cuda']}" if m["cuda"] else ""
+    return f"{m['cpu']}, {m['nproc']} cores, torch {m['torch']} with {m['threads']} thread(s){gpu}"

@@ -23,12 +23,13 @@ from typing import Any
 
 import torch
 
+from evoprune.atomic import write_json, write_text
 from evoprune.baseline import Baseline, BaselineSpec, DataSpec, get_baseline
-from evoprune.bench.common import machine, write_json, write_text
 from evoprune.bench.metrics_report import render_file, render_markdown, summarise
 from evoprune.bench.metrics_settings import MODELS, PRESETS, MetricsBenchSettings
 from evoprune.bench.registry import BenchReport, Option, RunOptions, Target, read_previous, split_list
 from evoprune.data import DatasetSplits
+from evoprune.device import machine
 from evoprune.metrics import get_metric
 from evoprune.prune import ChannelPruner, PruneSchedule
 from evoprune.train import TrainConfig

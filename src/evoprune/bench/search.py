@@ -17,11 +17,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from evoprune.atomic import write_json, write_text
 from evoprune.baseline import Baseline, BaselineSpec, DataSpec, get_baseline
-from evoprune.bench.common import fingerprint, machine, write_json, write_text
+from evoprune.bench.common import fingerprint
 from evoprune.bench.registry import BenchReport, Option, RunOptions, Target, read_previous, split_list
 from evoprune.bench.search_report import render_against_baselines, render_comparison, summarise_run
 from evoprune.config import to_data
+from evoprune.device import machine
 from evoprune.errors import ConfigError
 from evoprune.search import preset as search_preset
 from evoprune.search import search_masks

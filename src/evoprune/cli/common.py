@@ -67,4 +67,4 @@ def check_fits_data(arch_kwargs: dict[str, Any], data: Any, *, source: str) -> N
             return f"{c}×{size[0]}×{size[1]} images, {k} classes" if size else f"{c} channels, {k} classes"
 
         raise ConfigError(f"{source} was built for {shape(*built)}, but {data.name} has {shape(*have)}; "
-                          "use the dataset it was trained on (leave out --data) or a matching checkpoint")
+                          "give the --data it was trained on, or a checkpoint trained for this dataset")

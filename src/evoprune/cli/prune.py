@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,7 @@ from evoprune.atomic import check_output, write_atomic
 from evoprune.baseline import DataSpec, checkpoint_data
 from evoprune.checkpoint import load_checkpoint, pruning_history_of, save_checkpoint
 from evoprune.cli.common import add_runtime_args, apply_threads, check_fits_data, parse_key_values
-from evoprune.config import from_data, to_data
+from evoprune.config import from_data, to_data, with_overrides
 from evoprune.errors import ConfigError
 from evoprune.prune import (
     PRESETS,
@@ -25,7 +26,7 @@ from evoprune.prune import (
     PruneSchedule,
     export_onnx,
 )
-from evoprune.train import TRAIN_PRESETS, get_train_preset
+from evoprune.train import TRAIN_PRESETS, TrainConfig, get_train_preset
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -71,6 +72,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     ft.add_argument("--finetune-epochs", type=int, default=None, help="epochs per step (0: no fine-tuning)")
     ft.add_argument("--lr", type=float, default=None)
     ft.add_argument("--batch-size", type=int, default=None)
+    ft.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                    help="override the fine-tuning recipe, e.g. finetune.optimizer=sgd or finetune.momentum=0.9 "
+                    "(applied after the options above)")
     out = p.add_argument_group("output")
     out.add_argument("--latency-batch", type=int, default=64, help="larger batch for CPU latency (also batch 1)")
     out.add_argument("--latency-repeats", type=int, default=30, help="timed runs per batch size (median reported)")
@@ -80,6 +84,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     out.add_argument("--onnx", type=Path, default=None, help="also export the pruned model to this ONNX file")
     add_runtime_args(p)
     p.set_defaults(func=run)
+
+
+@dataclass(frozen=True)
+class PruneSettings:
+    """What ``evoprune prune --set`` reaches: the fine-tuning recipe (the schedule has its own options)."""
+
+    finetune: TrainConfig
 
 
 def _schedule(args: argparse.Namespace) -> PruneSchedule | PresetSchedule:
@@ -154,10 +165,10 @@ def run(args: argparse.Namespace) -> int:
     json_path = args.json or out.with_suffix(".json")
     check_output(out, option="--out")
     check_output(json_path, option="--json")
-    finetune = None
-    if args.finetune_epochs != 0:
-        finetune = get_train_preset(args.finetune_preset).with_overrides(
-            epochs=args.finetune_epochs, lr=args.lr, batch_size=args.batch_size)
+    recipe = get_train_preset(args.finetune_preset).with_overrides(
+        epochs=args.finetune_epochs, lr=args.lr, batch_size=args.batch_size)
+    recipe = with_overrides(PruneSettings(recipe), args.overrides).finetune
+    finetune = recipe if recipe.epochs > 0 else None
     pruner = ChannelPruner(
         args.metric, schedule=schedule, scoring_samples=args.scoring_samples, coupling=args.coupling,
         finetune=finetune, seed=args.seed, device=args.device, progress=not args.quiet,

@@ -31,7 +31,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--train-epochs", type=int, default=None, help="epochs when training the model here")
     p.add_argument("--data", default=None, help="dataset (default: the checkpoint's, else mnist5k)")
     p.add_argument("--data-dir", default=None, help="folder of the dataset's files (mnist, fashion, cifar10/100)")
-    p.add_argument("--val-fraction", type=float, default=0.2, help="share of the training set held out for validation")
+    p.add_argument("--val-fraction", type=float, default=None,
+                   help="share of the training set held out for validation (default: the checkpoint's, else 0.2)")
     p.add_argument("--layers", default=None, help="comma-separated layer names to search (default: all conv/linear)")
     g = p.add_argument_group("search settings (override the preset)")
     g.add_argument("--iterations", type=int, default=None, help="SA proposals per layer")
@@ -52,7 +53,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     g.add_argument("--finetune-between", type=int, default=None,
                    help="epochs of fine-tuning after every phase but the last (iterative pruning; 0: none)")
     g.add_argument("--joint-rounds", type=int, default=None, help="split the joint pass into this many phases")
-    g.add_argument("--finetune-lr", type=float, default=None, help="learning rate of every fine-tune (Adam)")
+    g.add_argument("--finetune-lr", type=float, default=None, help="learning rate of every fine-tune (finetune.lr)")
+    g.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override any search setting, e.g. sa.cooling=geometric or finetune.optimizer=sgd "
+                   "(applied after the options above)")
     g.add_argument("--eval-size", type=int, default=None, help="images of the selection split per evaluation (default all)")
     g.add_argument("--batch-size", type=int, default=None, help="images per forward chunk")
     g.add_argument("--no-baselines", action="store_true", help="skip random/magnitude pruning at the same sparsity")
@@ -62,19 +66,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _config(args: argparse.Namespace) -> Any:
+    from evoprune.config import with_overrides
     from evoprune.search import preset
 
     sa = {k: v for k, v in {"iterations": args.iterations, "joint_iterations": args.joint_iterations}.items() if v is not None}
     ga = {k: v for k, v in {"generations": args.generations, "joint_generations": args.joint_generations,
                             "population": args.population}.items() if v is not None}
-    return preset(
+    config = preset(
         args.preset, sa=sa or None, ga=ga or None, mutation_rate=args.mutation_rate, budget=args.budget,
         budget_metric=args.budget_metric, warmup=args.warmup, cap_reference_loss=args.cap_reference_loss,
         sparsity=args.sparsity, restore_ratio=args.restore_ratio, magnitude_bias=args.magnitude_bias,
         finetune_epochs=args.finetune_epochs, finetune_between=args.finetune_between, joint_rounds=args.joint_rounds,
-        finetune_lr=args.finetune_lr, eval_size=args.eval_size, batch_size=args.batch_size,
+        finetune={"lr": args.finetune_lr} if args.finetune_lr is not None else None, eval_size=args.eval_size,
+        batch_size=args.batch_size,
         baselines=False if args.no_baselines else None,
     )
+    return with_overrides(config, args.overrides)
 
 
 def _model_and_data(args: argparse.Namespace, console: Console) -> tuple[torch.nn.Module, Any, dict[str, Any]]:
@@ -94,7 +101,8 @@ def _model_and_data(args: argparse.Namespace, console: Console) -> tuple[torch.n
         return model, data, {"checkpoint": str(args.checkpoint), "arch": payload["arch"], "dataset": data.name}
     from evoprune.train import default_preset_for, get_train_preset
 
-    data_spec = DataSpec(args.data or "mnist5k", split_seed=args.seed, val_fraction=args.val_fraction,
+    data_spec = DataSpec(args.data or "mnist5k", split_seed=args.seed,
+                         val_fraction=0.2 if args.val_fraction is None else args.val_fraction,
                          data_dir=args.data_dir)
     recipe = get_train_preset(default_preset_for(args.model)).with_overrides(epochs=args.train_epochs)
     console.print(f"no --checkpoint: a {args.model} trained on {data_spec.dataset} for {recipe.epochs} epochs first")

@@ -3,9 +3,6 @@ evolve — then the summary, ``summary.json`` and ``report.md`` in the run direc
 
 from __future__ import annotations
 
-import json
-import os
-import platform
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
@@ -15,6 +12,7 @@ from typing import Any
 
 import torch
 
+from evoprune.atomic import write_json, write_text
 from evoprune.demo.config import DemoConfig
 from evoprune.demo.plots import plot_accuracy_macs, plot_convergence
 from evoprune.demo.report import SummaryRow, markdown_report, summary_rows
@@ -30,6 +28,7 @@ from evoprune.demo.steps import (
     search_step,
     train_step,
 )
+from evoprune.device import describe_machine
 from evoprune.errors import ConfigError
 
 
@@ -55,11 +54,6 @@ def _formula(prefix: str) -> dict[str, str]:
 
     tree = parse(prefix)
     return {"prefix": prefix, "infix": to_infix(tree), "latex": to_latex(tree)}
-
-
-def _machine() -> str:
-    return (f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__} "
-            f"with {torch.get_num_threads()} thread(s)")
 
 
 def run_demo(
@@ -133,13 +127,13 @@ def run_demo(
     rows = summary_rows(trained, pruned, searched, evolution, evolve_seconds)
     seconds = time.perf_counter() - start
     report = out / "report.md"
-    report.write_text(markdown_report(command=command, machine=_machine(), seed=seed, total_seconds=seconds, rows=rows,
-                                      trained=trained, pruned=pruned, searched=searched, evolution=evolution,
-                                      formula=formula, plots=plots, out=out))
+    write_text(report, markdown_report(command=command, machine=describe_machine(), seed=seed, total_seconds=seconds,
+                                       rows=rows, trained=trained, pruned=pruned, searched=searched,
+                                       evolution=evolution, formula=formula, plots=plots, out=out))
     summary = out / "summary.json"
-    summary.write_text(json.dumps({
+    write_json(summary, {
         "command": command, "seed": seed, "seconds": seconds, "rows": [asdict(r) for r in rows],
         "best_formula": {**formula, "fitness": evolution.best.fitness}, "config": asdict(config),
         "plots": {k: str(v.relative_to(out)) for k, v in plots.items()},
-    }, indent=2, default=str) + "\n")
+    }, default=str)
     return DemoResult(out, trained, pruned, searched, evolution, rows, formula, plots, report, summary, seconds)

@@ -13,6 +13,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
+from evoprune.atomic import save_figure
 from evoprune.search.plots import trajectory
 
 
@@ -41,7 +42,7 @@ def plot_accuracy_macs(results: Mapping[str, Any], path: Path) -> Path:
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8, loc="lower left")
     ax.set_title("Pruning LeNet-5 on the paper's schedule: × pruned, ● after fine-tuning")
-    fig.savefig(path, dpi=100)
+    save_figure(fig, path, dpi=100)
     plt.close(fig)
     return path
 
@@ -62,6 +63,6 @@ def plot_convergence(histories: Mapping[str, Sequence[Mapping[str, Any]]], path:
         ax.grid(alpha=0.3)
         ax.legend()
     fig.suptitle("Mask search convergence (layer by layer, then a joint pass)")
-    fig.savefig(path, dpi=100)
+    save_figure(fig, path, dpi=100)
     plt.close(fig)
     return path

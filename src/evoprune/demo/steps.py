@@ -3,7 +3,6 @@ subfolder of the run directory: ``train/``, ``prune/``, ``search/``, ``evolve/``
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
@@ -13,6 +12,7 @@ from typing import Any
 
 from torch import nn
 
+from evoprune.atomic import write_json
 from evoprune.baseline import DataSpec
 from evoprune.data import DatasetSplits
 from evoprune.demo.config import DemoConfig
@@ -79,11 +79,11 @@ def train_step(config: DemoConfig, out: Path, *, seed: int, device: str, progres
     model, data, meta = baseline.model, baseline.data, baseline.meta
     macs, params = count_macs_params(model, data.test.x[:1])
     seconds = time.perf_counter() - start
-    checkpoint.with_suffix(".json").write_text(json.dumps({
+    write_json(checkpoint.with_suffix(".json"), {
         "model": MODEL, "data": DATASET, "seed": seed, "val_accuracy": meta["val_accuracy"],
         "test_accuracy": meta["test_accuracy"], "test_loss": meta["test_loss"], "macs": macs, "params": params,
         "best_epoch": meta["best_epoch"], "epochs": recipe.epochs, "seconds": seconds,
-        "checkpoint": str(checkpoint)}, indent=2) + "\n")
+        "checkpoint": str(checkpoint)})
     return Trained(model, data, baseline.spec.data, baseline.arch_kwargs, meta["val_accuracy"], meta["test_accuracy"], macs, params,
                    recipe.epochs, meta["best_epoch"], checkpoint, seconds)
 
@@ -110,8 +110,8 @@ def prune_step(trained: Trained, metric: str, config: DemoConfig, out: Path, *, 
         "source_checkpoint": str(trained.checkpoint), "prune_result": result.to_dict(),
     })
     results_json = checkpoint.with_suffix(".json")
-    results_json.write_text(json.dumps({"model": MODEL, "data": DATASET, "seed": seed, "checkpoint": str(checkpoint),
-                                        **result.to_dict()}, indent=2) + "\n")
+    write_json(results_json, {"model": MODEL, "data": DATASET, "seed": seed, "checkpoint": str(checkpoint),
+                              **result.to_dict()})
     return Pruned(metric, result, checkpoint, results_json, time.perf_counter() - start)
 
 

@@ -7,6 +7,7 @@ import textwrap
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from evoprune.atomic import save_figure, write_text
 from evoprune.evolve.rundir import write_json_atomic
 
 if TYPE_CHECKING:
@@ -40,7 +41,7 @@ def plot_fitness(result: EvolutionResult, path: Path) -> Path:
     best = "\n".join(textwrap.wrap(f"best: {result.best.infix}", 110))
     fig.text(0.01, 0.01, f"{best}\nfitness {result.best.fitness:.4f}", fontsize=7, family="monospace", va="bottom")
     fig.tight_layout(rect=(0, 0.06 + 0.02 * best.count("\n"), 1, 1))
-    fig.savefig(path, dpi=120)
+    save_figure(fig, path, dpi=120)
     plt.close(fig)
     return path
 
@@ -96,5 +97,5 @@ def write_outputs(result: EvolutionResult, run_dir: Path) -> dict[str, Path]:
     paths = {"results": run_dir / "results.json", "plot": run_dir / "fitness.png", "report": run_dir / "report.md"}
     write_json_atomic(paths["results"], result.to_dict())
     plot_fitness(result, paths["plot"])
-    paths["report"].write_text(markdown_report(result))
+    write_text(paths["report"], markdown_report(result))
     return paths

@@ -31,7 +31,7 @@ from typing import Any, NoReturn
 import numpy as np
 import torch
 
-from evoprune.atomic import check_output, write_atomic
+from evoprune.atomic import check_output, write_json
 from evoprune.errors import ConfigError, EvopruneError
 
 CHECKPOINT_FORMAT = "evoprune.evolve.checkpoint/2"
@@ -51,9 +51,8 @@ class RunDirError(EvopruneError, ValueError):
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
-    """Write JSON so that a run killed at any moment leaves either the old or the new file (``evoprune.atomic``)."""
-    text = json.dumps(data, indent=1, allow_nan=False) + "\n"
-    write_atomic(path, lambda handle: handle.write(text.encode()))
+    """Run-directory JSON (compact indent, no NaN), atomic: a run killed at any moment leaves the old or the new file."""
+    write_json(path, data, indent=1, allow_nan=False)
 
 
 def _refuse_constant(name: str) -> NoReturn:

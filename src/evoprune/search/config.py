@@ -18,7 +18,7 @@ joint passes over all layers whose moves change one layer at a time. Between pha
 it the search stalls where (ΔL)² outweighs the 1/s gain, about 68% global sparsity on MNIST-5k; with it, 85%);
 the result is fine-tuned for 3 more epochs. About the seed's number of evaluations for a 5-layer model (SA 1,015
 vs 1,005; GA 1,060). Measured on MNIST-5k, seed 0, SA: budgets of 3 and 5 points gave trade-off scores 0.81 and
-0.83 (benchmarks/bench_mask_search.py --quality has the table over three seeds).
+0.83 (`evoprune bench search --preset mnist5k` has the table over three seeds).
 """
 
 from __future__ import annotations

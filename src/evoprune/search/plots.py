@@ -12,6 +12,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
+from evoprune.atomic import save_figure
+
 _STYLE = {"sa": {"linestyle": "-", "marker": "."}, "ga": {"linestyle": "--", "marker": "o", "markersize": 3}}
 
 
@@ -40,7 +42,7 @@ def plot_history(histories: Mapping[str, Sequence[Mapping[str, Any]]], path: str
         axes[0].legend()
     fig.suptitle("Mask search: cost, accuracy and loss against sparsity")
     path = Path(path)
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path, dpi=110)
     plt.close(fig)
     return path
 
@@ -63,6 +65,6 @@ def plot_layers(layer_tables: Mapping[str, Sequence[Mapping[str, Any]]], path: s
         ax.legend()
     ax.set_title("Per-layer sparsity")
     path = Path(path)
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path, dpi=110)
     plt.close(fig)
     return path

@@ -12,6 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from evoprune.atomic import write_atomic, write_json, write_text
 from evoprune.search.config import SearchConfig
 from evoprune.search.masks import apply_masks, save_masks
 
@@ -113,14 +114,13 @@ def write_run(result: SearchResult, out_dir: str | Path, *, plots: bool = True) 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = {"results": out / "results.json", "history": out / "history.jsonl", "masks": out / "masks.pt"}
-    paths["results"].write_text(json.dumps(_json_safe(result.to_dict()), indent=2) + "\n")
-    with paths["history"].open("w") as fh:
-        for record in result.history:
-            fh.write(json.dumps(_json_safe(record)) + "\n")
+    write_json(paths["results"], _json_safe(result.to_dict()))
+    write_text(paths["history"], "".join(json.dumps(_json_safe(record)) + "\n" for record in result.history))
     save_masks(paths["masks"], result.masks)
     if result.state_dict is not None:
         paths["weights"] = out / "weights.pt"
-        torch.save({k: v.detach().cpu() for k, v in result.state_dict.items()}, paths["weights"])
+        weights = {k: v.detach().cpu() for k, v in result.state_dict.items()}
+        write_atomic(paths["weights"], lambda handle: torch.save(weights, handle))
     if plots:
         from evoprune.search.plots import plot_history, plot_layers
 

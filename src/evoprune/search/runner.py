@@ -10,8 +10,6 @@ left in the train/eval mode it came in.
 from __future__ import annotations
 
 import copy
-import os
-import platform
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
@@ -21,7 +19,7 @@ import torch
 from torch import nn
 from torch.nn.utils import prune
 
-from evoprune.device import resolve_device
+from evoprune.device import machine, resolve_device
 from evoprune.errors import ConfigError
 from evoprune.progress import make_progress
 from evoprune.search.baselines import BASELINE_KINDS, baseline_masks
@@ -180,11 +178,6 @@ def resolve_speed_settings(config: SearchConfig, device: torch.device) -> Search
     )
 
 
-def _machine() -> dict[str, Any]:
-    return {"torch": torch.__version__, "threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
-            "processor": platform.processor() or platform.machine(), "python": platform.python_version()}
-
-
 def search_masks(
     model: nn.Module,
     data: _Data,
@@ -294,7 +287,7 @@ def search_masks(
         layers=_layer_rows(graph, masks, phase_reports), phases=phase_reports, evaluations=evaluator.evaluations,
         images=evaluator.images, head_forwards=evaluator.head_forwards, search_seconds=search_seconds,
         wall_time_s=time.perf_counter() - start_time, history=state.history, finetuned=finetuned,
-        baselines=baselines, state_dict=state_dict, machine=_machine(), warnings=warnings,
+        baselines=baselines, state_dict=state_dict, machine=machine(), warnings=warnings,
     )
 
 
