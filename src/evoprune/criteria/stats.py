@@ -320,8 +320,9 @@ def reading(table: PairwiseTable, *, alpha: float = 0.05) -> str:
         return "; ".join(parts)
 
     found = sum(len(v) for v in beats.values())
+    ranked = ", ".join(f"{m} {table['mean_rank'][m]:.1f}" for m in table["metrics"])
     text = [f"Paired over the same (network, ratio, seed) cells, two-sided Wilcoxon signed-rank test at "
-            f"α = {alpha:g}, metrics in mean-rank order ({', '.join(table['metrics'])}).",
+            f"α = {alpha:g}; metrics by mean rank ({ranked}); \"A > B\" reads \"A is better than B\".",
             f"Distinguishable ({found} of {tested} tested pairs; about {tested * alpha:.1f} would pass by chance "
             f"if no metric differed, no correction for multiple comparisons): "
             f"{listed(beats, '>')}." if found else f"No pair of the {tested} tested is distinguishable."]
