@@ -40,9 +40,9 @@ def plot_win_rates(table: PairwiseTable, path: Path, *, alpha: float = 0.05) -> 
     ax.set_xticks(range(len(metrics)), metrics, rotation=45, ha="right", fontsize=font + 1)
     ax.set_yticks(range(len(metrics)), labels, fontsize=font + 1)
     ax.set_xlabel("against (column)")
-    ax.set_ylabel("metric (mean rank)")
+    ax.set_ylabel(f"metric (mean rank over {table['ranked_cells']} cells)")
     fig.colorbar(image, ax=ax, shrink=0.8, label="win rate of row over column")
-    ax.set_title(f"Pairwise win rates over {table['ranked_cells']} paired cells (* Wilcoxon p < {alpha:g})",
+    ax.set_title(f"Pairwise win rates over paired (network, ratio, seed) cells; * Wilcoxon p < {alpha:g}",
                  fontsize=10)
     save_figure(fig, path, dpi=110)
     plt.close(fig)
