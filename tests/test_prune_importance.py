@@ -4,6 +4,7 @@ handles non-finite scores, and plugs into Torch-Pruning's own pruner."""
 from __future__ import annotations
 
 import math
+import typing
 import warnings
 
 import pytest
@@ -11,11 +12,21 @@ import torch
 import torch_pruning as tp
 from torch import nn
 
+from evoprune.cli import build_parser
 from evoprune.data import load_dataset
 from evoprune.errors import EvopruneError
+from evoprune.evolve.config import TaskConfig
 from evoprune.metrics import UnscorableLayerError
 from evoprune.models import build_model
-from evoprune.prune import ChannelPruner, MetricImportance, ModelGraph, PruneSchedule, balanced_scoring_set
+from evoprune.prune import (
+    ChannelPruner,
+    MetricImportance,
+    ModelGraph,
+    PruneSchedule,
+    PruningError,
+    balanced_scoring_set,
+)
+from evoprune.prune.importance import COUPLINGS
 
 
 def fixed_scores(table: dict[str, torch.Tensor]):
@@ -53,6 +64,68 @@ def test_residual_group_combines_member_scores_after_scaling() -> None:
     assert torch.allclose(mean, expected)
     root = MetricImportance(fixed_scores(table), model, x, y, samples=8, coupling="root")(graph.tp_group(group))
     assert torch.allclose(root, torch.tensor([1.0, 2.0, 3.0, 6.0]))
+
+
+def _pair_scores(coupling: str, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """The group (conv1, layer1.0.conv2) of a small ResNet, with ``a`` and ``b`` as its members' scores."""
+    model = build_model("resnet_cifar", num_classes=4, depth=8, width=0.25)
+    graph = ModelGraph(model, torch.zeros(1, 1, 12, 12))
+    group = next(g for g in graph.prunable_groups() if len(g.members) > 1)
+    assert group.members == ("conv1", "layer1.0.conv2") and model.conv1.bias is None
+    table = {n: torch.ones(m.weight.shape[0]) for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))}
+    table["conv1"], table["layer1.0.conv2"] = a, b
+    x, y = torch.zeros(8, 1, 12, 12), torch.arange(8) % 4
+    return MetricImportance(fixed_scores(table), model, x, y, samples=8, coupling=coupling)(graph.tp_group(group))
+
+
+def test_each_coupling_rule_combines_known_member_scores() -> None:
+    a, b = torch.tensor([1.0, 2.0, 3.0, 6.0]), torch.tensor([40.0, 10.0, 20.0, 10.0])
+    sa, sb = a / 3, b / 20  # each member scaled by its mean |score|
+    # conv1 is Conv2d(1, 4, 3) (9 weights per channel), layer1.0.conv2 Conv2d(4, 4, 3) (36); neither has a bias
+    expected = {"mean": (sa + sb) / 2, "max": torch.maximum(sa, sb), "params": (9 * sa + 36 * sb) / 45,
+                "root": a, "last": b}
+    assert set(expected) == set(COUPLINGS)
+    for coupling, want in expected.items():
+        assert torch.allclose(_pair_scores(coupling, a, b), want), coupling
+
+
+def test_non_finite_member_scores_stay_minus_inf_under_every_rule() -> None:
+    a, b = torch.tensor([1.0, math.nan, 3.0, 6.0]), torch.tensor([40.0, 10.0, math.inf, 10.0])
+    for coupling, dead in {"mean": [1, 2], "max": [1, 2], "params": [1, 2], "root": [1], "last": [2]}.items():
+        scores = _pair_scores(coupling, a, b)
+        assert [i for i in range(4) if scores[i] == -math.inf] == dead, coupling
+        assert torch.isfinite(scores[[i for i in range(4) if i not in dead]]).all(), coupling
+
+
+def test_root_and_last_follow_forward_order_on_an_expand_depthwise_pair() -> None:
+    """Torch-Pruning roots this group at the depthwise conv; root still means the expand conv (first called)
+    and last the depthwise conv, whose output the rest of the network sees."""
+    model = nn.Sequential(nn.Conv2d(1, 6, 1), nn.BatchNorm2d(6), nn.ReLU(), nn.Conv2d(6, 6, 3, groups=6), nn.ReLU(),
+                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(6, 4))
+    graph = ModelGraph(model, torch.zeros(1, 1, 8, 8))
+    group = graph.prunable_groups()[0]
+    assert group.members == ("0", "3") and group.root == "3"
+    expand, depthwise = torch.tensor([6.0, 5, 4, 3, 2, 1]), torch.tensor([1.0, 2, 3, 4, 5, 6])
+    table = {"0": expand, "3": depthwise, "7": torch.ones(4)}
+    x, y = torch.zeros(8, 1, 8, 8), torch.arange(8) % 4
+
+    def combined(coupling: str) -> torch.Tensor:
+        return MetricImportance(fixed_scores(table), model, x, y, samples=8, coupling=coupling)(graph.tp_group(group))
+
+    assert torch.equal(combined("root"), expand) and torch.equal(combined("last"), depthwise)
+    # expand: 1 weight + 1 bias per channel; depthwise: 9 + 1; both scaled by their mean 3.5
+    assert torch.allclose(combined("params"), (2 * expand + 10 * depthwise) / 12 / 3.5)
+
+
+def test_coupling_rules_are_the_same_everywhere() -> None:
+    with pytest.raises(PruningError, match="coupling must be one of mean, max, params, root, last, got 'sum'"):
+        MetricImportance(fixed_scores({}), build_model("lenet5"), torch.zeros(4, 1, 28, 28), torch.arange(4),
+                         samples=4, coupling="sum")  # type: ignore[arg-type]
+    assert typing.get_args(typing.get_type_hints(TaskConfig)["coupling"]) == COUPLINGS
+    parser = build_parser()
+    assert [parser.parse_args(["prune", "--coupling", c]).coupling for c in COUPLINGS] == list(COUPLINGS)
+    with pytest.raises(SystemExit):
+        parser.parse_args(["prune", "--coupling", "sum"])
 
 
 def test_non_finite_scores_rank_last() -> None:

@@ -129,3 +129,35 @@ def test_in_place_pruning_changes_the_given_model(data12) -> None:
     pruner = ChannelPruner(weight_l1, schedule=PruneSchedule(ratio=0.5), finetune=None, latency_batch_sizes=(),
                            copy=False).prune(model, data)
     assert pruner.model_ is model and model.conv1.out_channels == 10
+
+
+class SeparableNet(nn.Module):
+    """A depthwise-separable block: 1x1 expand conv, 3x3 depthwise conv (groups = channels), 1x1 projection."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(1, 8, 3, padding=1)
+        self.expand = nn.Conv2d(8, 24, 1)
+        self.bn1 = nn.BatchNorm2d(24)
+        self.dw = nn.Conv2d(24, 24, 3, padding=1, groups=24)
+        self.bn2 = nn.BatchNorm2d(24)
+        self.project = nn.Conv2d(24, 8, 1)
+        self.head = nn.Linear(8, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.relu(self.stem(x))
+        h = self.project(torch.relu(self.bn2(self.dw(torch.relu(self.bn1(self.expand(h)))))))
+        return self.head(h.mean((2, 3)))
+
+
+def test_depthwise_conv_is_a_member_of_its_expand_convs_group(data12) -> None:
+    """The depthwise conv's output channels are its input's: removing an expand channel removes both, so the
+    expand conv and the depthwise conv form one group (named by the expand conv, the first in forward order)."""
+    model = SeparableNet()
+    groups = {g.name: g for g in ModelGraph(model, data12.train.x[:1]).prunable_groups()}
+    assert groups.keys() == {"stem", "expand", "project"}
+    assert groups["expand"].members == ("expand", "dw") and groups["expand"].width == 24
+    pruner = _prune(model, data12, PruneSchedule(ratio=0.25))
+    m = pruner.model_
+    assert (m.expand.out_channels, m.dw.in_channels, m.dw.out_channels, m.dw.groups, m.project.in_channels) == (18,) * 5
+    _check_smaller_and_runs(pruner, model, data12)

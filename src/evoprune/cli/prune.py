@@ -66,7 +66,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     how.add_argument("--ignore", action="append", metavar="LAYER", help="never prune this layer or glob (repeatable)")
     how.add_argument("--min-channels", type=int, default=None, help="narrowest width a layer may keep (default 1)")
     how.add_argument("--scoring-samples", type=int, default=1000, help="class-balanced scoring set size (default 1000)")
-    how.add_argument("--coupling", choices=["mean", "root"], default="mean", help="combine coupled layers' scores")
+    how.add_argument("--coupling", choices=["mean", "max", "params", "root", "last"], default="mean",
+                     help="combine coupled layers' scores (see the guide)")
     ft = p.add_argument_group("fine-tuning (after every step, best validation epoch kept)")
     ft.add_argument("--finetune-preset", default="finetune", choices=sorted(TRAIN_PRESETS), help="training preset")
     ft.add_argument("--finetune-epochs", type=int, default=None, help="epochs per step (0: no fine-tuning)")

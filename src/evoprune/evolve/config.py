@@ -194,7 +194,7 @@ class TaskConfig:
     scoring_samples: int = 1000
     train_samples: int = 0
     val_samples: int = 0
-    coupling: Literal["mean", "root"] = "mean"
+    coupling: Literal["mean", "max", "params", "root", "last"] = "mean"
     pretrain: TrainConfig = field(default_factory=lambda: TRAIN_PRESETS["lenet5"])
     finetune: TrainConfig = field(default_factory=lambda: TRAIN_PRESETS["finetune"])
 

@@ -7,15 +7,28 @@ call after :meth:`MetricImportance.reset` it scores every prunable layer once on
 set and caches the result; each group then gets its members' cached scores mapped onto the root's channels
 through Torch-Pruning's index mapping (``root_idxs``), so residual sums and concatenations work.
 
-How coupled layers are combined (``coupling="mean"``, the default): each member layer's scores are divided by the
-mean absolute value of that layer's finite scores, then averaged over the members. A channel of a residual
-stream exists in the output of every conv that writes into the sum and is removed from all of them at once, so
-its importance is their consensus; the per-layer scaling stops the layer with the largest activations from
-deciding alone. For the usual one-member group the scaling is a positive constant, so the ranking is exactly the
-metric's own, as in the paper. It also puts every layer on a comparable scale for global ranking (the same idea
-as Torch-Pruning's default ``normalizer="mean"``). ``coupling="root"`` uses the first member's scores only.
-A non-finite score becomes ``-inf`` and stays ``-inf`` through the combination: such a channel is removed first
-and never kept ahead of a finite one.
+How the members of a coupled group are combined (``coupling=``). A group's *members* are the conv/linear layers
+whose output channels one pruning decision removes: the convs writing into one residual sum, or an expand conv and
+the depthwise conv after it (whose channels are tied to its input's). Each member's scores are mapped onto the
+group's channels; then
+
+- ``"mean"`` (the default): each member's scores divided by the mean absolute value of that member's finite
+  scores, averaged over the members. The per-member scaling stops the member with the largest activations from
+  deciding alone, and puts every layer on a comparable scale for global ranking (like Torch-Pruning's default
+  ``normalizer="mean"``).
+- ``"max"``: per channel, the largest of the members' scaled scores (a channel is kept if any member needs it).
+- ``"params"``: the mean of the scaled scores weighted by each member's parameters per output channel (weight and
+  bias), so a 1×1 expand conv over 96 inputs outvotes a 9-weight depthwise filter; this is the weighting
+  Torch-Pruning's unnormalised group norms imply.
+- ``"root"``: the unscaled scores of the group's first member in forward order (the layer that names the group).
+- ``"last"``: the unscaled scores of the member the forward pass calls last, whose output is the group's last
+  feature map (the one every later layer sees): the depthwise conv of an expand→depthwise pair, the last conv
+  writing into a residual stream.
+
+For the usual one-member group every rule ranks channels exactly as the metric does, as in the paper.
+A non-finite score becomes ``-inf`` and stays ``-inf`` through every combination (a channel with ``-inf`` in any
+member that the rule reads is ``-inf``): such a channel is removed first and never kept ahead of a finite one.
+The rules are compared on Fashion-MNIST by ``benchmarks/bench_coupling.py`` (``docs/benchmarks.md``).
 """
 
 from __future__ import annotations
@@ -23,7 +36,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Sequence
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, get_args
 
 import torch
 import torch_pruning as tp
@@ -31,9 +44,10 @@ from torch import nn
 
 from evoprune.metrics.base import UnscorableLayerError
 from evoprune.prune.errors import PruningError
-from evoprune.prune.graph import OUT_CHANNEL_FNS, ROOT_TYPES
+from evoprune.prune.graph import OUT_CHANNEL_FNS, ROOT_TYPES, _called_layers
 
-Coupling = Literal["mean", "root"]
+Coupling = Literal["mean", "max", "params", "root", "last"]
+COUPLINGS: tuple[str, ...] = get_args(Coupling)
 
 
 class LayerScorer(Protocol):
@@ -96,6 +110,11 @@ def _sanitise(scores: torch.Tensor) -> torch.Tensor:
     return torch.where(torch.isfinite(scores), scores, torch.full_like(scores, -math.inf))
 
 
+def _params_per_channel(layer: nn.Module) -> float:
+    """Weight and bias entries per output channel of a conv/linear layer (the ``params`` coupling's weight)."""
+    return sum(p.numel() for p in layer.parameters(recurse=False)) / out_width(layer)
+
+
 def _scaled(scores: torch.Tensor) -> torch.Tensor:
     """Scores divided by their mean absolute finite value (unchanged when that is 0 or there is none)."""
     finite = scores[torch.isfinite(scores)]
@@ -137,14 +156,15 @@ class MetricImportance(tp.importance.Importance):
         layers: Sequence[str] | None = None,
         coupling: Coupling = "mean",
     ) -> None:
-        if coupling not in ("mean", "root"):
-            raise PruningError(f"coupling must be 'mean' or 'root', got {coupling!r}")
+        if coupling not in COUPLINGS:
+            raise PruningError(f"coupling must be one of {', '.join(COUPLINGS)}, got {coupling!r}")
         self.label, self.scorer = metric if isinstance(metric, tuple) else resolve_scorer(metric)
         self.model = model
         self.x, self.y = balanced_scoring_set(x, y, samples, seed=seed)
         self.layers = list(layers) if layers is not None else None
         self.coupling = coupling
         self.scores: dict[str, torch.Tensor] | None = None
+        self.call_order: dict[str, int] = {}  # layer name -> forward position (root and last rules)
         self.unscorable: dict[str, str] = {}  # layer name -> why the metric cannot score it (left unpruned)
         self._warned: set[str] = set()
         self.evaluations = 0  # how many times the metric was run (tests check the cache)
@@ -171,6 +191,12 @@ class MetricImportance(tp.importance.Importance):
         was_training = self.model.training
         self.model.eval()
         try:
+            # Forward order (for root and last; one example, never changes with pruning). Kept for every rule, so
+            # that a caller may switch ``coupling`` on cached scores.
+            if not self.call_order:
+                modules = {m: n for n, m in self.model.named_modules()}
+                called = _called_layers(self.model, self.x[:1].to(param.device))
+                self.call_order = {modules[m]: i for i, m in enumerate(called)}
             while True:
                 try:
                     with torch.enable_grad():  # Torch-Pruning calls importances under no_grad; gradient metrics need it
@@ -206,7 +232,7 @@ class MetricImportance(tp.importance.Importance):
         scores = self.layer_scores()
         names = {m: n for n, m in self.model.named_modules()}
         n_root = len(group[0].idxs)
-        parts: list[torch.Tensor] = []
+        members: dict[str, tuple[torch.Tensor, float]] = {}  # name -> (scores on the root's channels, NaN where unmapped; weight)
         for item in group:
             dep, idxs = item.dep, item.idxs
             layer = dep.target.module
@@ -219,19 +245,25 @@ class MetricImportance(tp.importance.Importance):
                     warnings.warn(f"{self.unscorable[name]} (so its channels are left unpruned)", stacklevel=2)
                 continue
             root_idxs = item.root_idxs
-            if name not in scores or root_idxs is None or any(r is None for r in root_idxs):
+            if name not in scores or name in members or root_idxs is None or any(r is None for r in root_idxs):
                 continue
-            member = _scaled(scores[name]) if self.coupling == "mean" else scores[name]
+            member = scores[name] if self.coupling in ("root", "last") else _scaled(scores[name])
             mapped = torch.full((n_root,), math.nan)
             mapped[torch.as_tensor(list(root_idxs), dtype=torch.long)] = member[torch.as_tensor(list(idxs), dtype=torch.long)]
-            parts.append(mapped)
-            if self.coupling == "root":
-                break
-        if not parts:
+            members[name] = mapped, _params_per_channel(layer) if self.coupling == "params" else 1.0
+        if not members:
             return None
-        stacked = torch.stack(parts)
-        # Average over the members that map onto each root channel (all of them, except in odd index mappings).
+        if self.coupling in ("root", "last"):
+            pick = min if self.coupling == "root" else max
+            members = {n: members[n] for n in [pick(members, key=self.call_order.__getitem__)]}
+        stacked = torch.stack([m for m, _ in members.values()])
         present = ~torch.isnan(stacked)
-        total = torch.where(present, stacked, torch.zeros_like(stacked)).sum(0)
-        count = present.sum(0)
-        return torch.where(count > 0, total / count.clamp(min=1), torch.full_like(total, -math.inf))
+        if self.coupling == "max":
+            best = torch.where(present, stacked, torch.full_like(stacked, -math.inf)).amax(0)
+            return torch.where((stacked == -math.inf).any(0), torch.full_like(best, -math.inf), best)
+        # (Weighted) mean over the members that map onto each root channel (all of them, except in odd index
+        # mappings); -inf in one member makes the mean -inf, and a channel no member maps onto is -inf.
+        weights = torch.tensor([w for _, w in members.values()]).unsqueeze(1) * present
+        total = (torch.where(present, stacked, torch.zeros_like(stacked)) * weights).sum(0)
+        count = weights.sum(0)
+        return torch.where(count > 0, total / count.clamp(min=1e-12), torch.full_like(total, -math.inf))

@@ -100,7 +100,8 @@ class ChannelPruner:
             ``"resnet56_paper"``) or :class:`PresetSchedule` (a preset with global ranking, ignored layers or a
             minimum width).
         scoring_samples: size of the class-balanced scoring set drawn from the training split.
-        coupling: how coupled layers' scores combine (``"mean"`` or ``"root"``; see ``importance``).
+        coupling: how the members of a coupled group combine (``"mean"``, ``"max"``, ``"params"``, ``"root"``,
+            ``"last"``; defined in :mod:`evoprune.prune.importance`).
         finetune: a :class:`TrainConfig`, a training preset name (default ``"finetune"``), or None for none.
         seed: seed of the scoring-set draw and of fine-tuning.
         device: where scoring and fine-tuning run (``"auto"``, ``"cpu"``, ``"cuda"``).
