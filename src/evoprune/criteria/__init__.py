@@ -6,7 +6,25 @@ right after pruning and after BatchNorm recalibration, and the statistics that r
 """
 
 from evoprune.criteria.recalibrate import recalibrate_batchnorm
+from evoprune.criteria.stats import (
+    compare_pair,
+    curve_auc,
+    group_correlations,
+    mean_ranks,
+    pairwise_table,
+    rank_correlations,
+    reading,
+    summarise_correlations,
+)
 
 __all__ = [
     "recalibrate_batchnorm",
+    "rank_correlations",
+    "group_correlations",
+    "summarise_correlations",
+    "curve_auc",
+    "mean_ranks",
+    "compare_pair",
+    "pairwise_table",
+    "reading",
 ]
