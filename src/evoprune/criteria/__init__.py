@@ -5,6 +5,7 @@ right after pruning and after BatchNorm recalibration, and the statistics that r
 >>> curve = metric_curve(model, "eq3", data)                                  # one point per uniform ratio
 """
 
+from evoprune.criteria.oracle import OracleResult, oracle_importance
 from evoprune.criteria.recalibrate import recalibrate_batchnorm
 from evoprune.criteria.stats import (
     compare_pair,
@@ -18,6 +19,8 @@ from evoprune.criteria.stats import (
 )
 
 __all__ = [
+    "OracleResult",
+    "oracle_importance",
     "recalibrate_batchnorm",
     "rank_correlations",
     "group_correlations",
