@@ -12,7 +12,7 @@ from evoprune.models import available_models, build_model, get_builder, prunable
 
 torch.set_num_threads(1)
 
-CONTRACT_MODELS = {"lenet5", "lenet5_d2l", "vgg", "resnet_cifar", "mlp"}
+CONTRACT_MODELS = {"lenet5", "lenet5_d2l", "vgg", "resnet_cifar", "mlp", "mobilenetv2"}
 # Smallest square input each model accepts (others work down to 1x1).
 MIN_SIZE = {"lenet5": 16, "lenet5_d2l": 12}
 SHAPES = [(1, 28, 28), (3, 32, 32), (1, 8, 8)]
@@ -308,6 +308,8 @@ TP_CASES = [(name, (1, 28, 28), {}) for name in sorted(CONTRACT_MODELS)] + [
     ("resnet_cifar", (3, 32, 32), {"depth": 20}),
     ("vgg", (1, 8, 8), {"depth": 11}),
     ("resnet_cifar", (1, 8, 8), {"depth": 20}),
+    ("mobilenetv2", (3, 32, 32), {"depth": 17, "width": 0.5}),
+    ("mobilenetv2", (1, 8, 8), {"depth": 10}),
 ]
 
 

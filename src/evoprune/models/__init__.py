@@ -5,10 +5,11 @@
 Importing this package registers every model module below.
 """
 
-from evoprune.models import lenet5, lenet5_d2l, mlp, resnet_cifar, vgg  # noqa: F401  (registration)
+from evoprune.models import lenet5, lenet5_d2l, mlp, mobilenetv2, resnet_cifar, vgg  # noqa: F401  (registration)
 from evoprune.models.lenet5 import LeNet5
 from evoprune.models.lenet5_d2l import LeNet5D2L
 from evoprune.models.mlp import MLP
+from evoprune.models.mobilenetv2 import InvertedResidual, MobileNetV2
 from evoprune.models.registry import available_models, build_model, get_builder, register_model
 from evoprune.models.resnet_cifar import BasicBlock, ResNetCifar
 from evoprune.models.utils import prunable_weights
@@ -18,8 +19,10 @@ __all__ = [
     "MLP",
     "VGG",
     "BasicBlock",
+    "InvertedResidual",
     "LeNet5",
     "LeNet5D2L",
+    "MobileNetV2",
     "ResNetCifar",
     "available_models",
     "build_model",
