@@ -5,6 +5,7 @@ right after pruning and after BatchNorm recalibration, and the statistics that r
 >>> curve = metric_curve(model, "eq3", data)                                  # one point per uniform ratio
 """
 
+from evoprune.criteria.curves import CurvePoint, group_scores, metric_curve
 from evoprune.criteria.oracle import OracleResult, oracle_importance
 from evoprune.criteria.recalibrate import recalibrate_batchnorm
 from evoprune.criteria.stats import (
@@ -19,6 +20,9 @@ from evoprune.criteria.stats import (
 )
 
 __all__ = [
+    "CurvePoint",
+    "group_scores",
+    "metric_curve",
     "OracleResult",
     "oracle_importance",
     "recalibrate_batchnorm",
