@@ -22,6 +22,7 @@ from evoprune.errors import ConfigError
 
 # target name -> module defining TARGET; modules load only when a target is used.
 TARGET_MODULES: dict[str, str] = {
+    "criteria": "evoprune.bench.criteria",
     "metrics": "evoprune.bench.metrics",
     "search": "evoprune.bench.search",
 }

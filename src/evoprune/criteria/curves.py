@@ -67,6 +67,22 @@ def group_scores(model: nn.Module, metric: Any, data: DatasetSplits, *, samples:
     return out
 
 
+def prune_uniform(model: nn.Module, scores: Mapping[str, torch.Tensor], ratio: float,
+                  example: torch.Tensor) -> nn.Module:
+    """A copy of ``model`` with each prunable group's ``floor(ratio · width)`` lowest-scoring channels removed
+    (ties by index, as :mod:`evoprune.prune.selection` breaks them): the architecture depends only on the ratio."""
+    pruned = copy.deepcopy(model)
+    graph = ModelGraph(pruned, example.to(next(pruned.parameters()).device))
+    groups = graph.prunable_groups()
+    removals = resolve(PruneSchedule(ratio=ratio), groups, graph.all_groups()).removals
+    for group in groups:
+        count = removals[group.name][0]
+        if count:
+            graph.prune(group, sorted(torch.sort(scores[group.name], stable=True).indices[:count].tolist()))
+    graph.check_runs()
+    return pruned
+
+
 def metric_curve(
     model: nn.Module,
     metric: Any,
@@ -99,15 +115,7 @@ def metric_curve(
     example = data.train.x[:1].to(dev)
     points = []
     for ratio in ratios:
-        pruned = copy.deepcopy(base)
-        graph = ModelGraph(pruned, example)
-        groups = graph.prunable_groups()
-        removals = resolve(PruneSchedule(ratio=ratio), groups, graph.all_groups()).removals
-        for group in groups:
-            count = removals[group.name][0]
-            if count:  # the lowest scores, ties by index (as prune.selection does)
-                graph.prune(group, sorted(torch.sort(scores[group.name], stable=True).indices[:count].tolist()))
-        graph.check_runs()
+        pruned = prune_uniform(base, scores, ratio, example)
         macs, params = count_macs_params(pruned, example)
         pruned.to(memory_format=torch.channels_last)  # same numbers, faster CPU convolutions
         before = evaluate(pruned, data.test.x, data.test.y)
