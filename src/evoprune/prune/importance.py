@@ -28,7 +28,12 @@ group's channels; then
 For the usual one-member group every rule ranks channels exactly as the metric does, as in the paper.
 A non-finite score becomes ``-inf`` and stays ``-inf`` through every combination (a channel with ``-inf`` in any
 member that the rule reads is ``-inf``): such a channel is removed first and never kept ahead of a finite one.
-The rules are compared on Fashion-MNIST by ``benchmarks/bench_coupling.py`` (``docs/benchmarks.md``).
+Measured (``benchmarks/bench_coupling.py``, ``docs/benchmarks.md``): MobileNetV2 and ResNet-20 on Fashion-MNIST,
+10-30% of every group's channels removed, no fine-tuning, WL1/WL2/eq3, mean accuracy after BN recalibration:
+root 56.1%, params 54.5%, max 53.7%, mean 51.9%, last 51.6%; with shorter training all five lie within 1.2 points
+(params 48.6%, mean 47.9%), and the rules applied to random scores spread as widely. That evidence is mixed, so
+``mean`` stays the default (it also keeps global ranking on one scale); the oracle comparison of
+``evoprune bench criteria`` is the finer test.
 """
 
 from __future__ import annotations
