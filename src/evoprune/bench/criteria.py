@@ -14,6 +14,7 @@ from __future__ import annotations
 import copy
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,7 @@ from evoprune.bench.criteria_settings import PRESETS, CriteriaBenchSettings
 from evoprune.bench.registry import BenchReport, Option, RunOptions, Target, read_previous, split_list
 from evoprune.criteria import group_correlations, group_scores, metric_curve, oracle_importance, summarise_correlations
 from evoprune.criteria.curves import prune_uniform
-from evoprune.data import DatasetSplits
+from evoprune.data import DatasetSplits, Split
 from evoprune.device import machine
 from evoprune.metrics import get_metric
 from evoprune.prune import ModelGraph, count_macs_params
@@ -73,6 +74,14 @@ def tp_group_scores(model: nn.Module, name: str, data: DatasetSplits, *, samples
     return out
 
 
+def _train_subset(data: DatasetSplits, samples: int | None, seed: int) -> DatasetSplits:
+    """``data`` with a seeded random subset of ``samples`` training images (all of them for None)."""
+    if samples is None or samples >= len(data.train.y):
+        return data
+    keep = torch.randperm(len(data.train.y), generator=torch.Generator().manual_seed(seed))[:samples]
+    return replace(data, train=Split(data.train.x[keep], data.train.y[keep]))
+
+
 def _measure(settings: CriteriaBenchSettings, name: str, model: nn.Module, data: DatasetSplits, oracle: Any,
              seed: int, progress: bool) -> dict[str, Any]:
     """Everything measured for one metric on one cell: correlations, curve, fine-tuned points."""
@@ -90,9 +99,10 @@ def _measure(settings: CriteriaBenchSettings, name: str, model: nn.Module, data:
                          recalibration_batches=settings.recalibration_batches, device=settings.device)
     finetuned = []
     if seed in settings.finetune_seeds:
+        tune_data = _train_subset(data, settings.finetune_samples, seed)
         for ratio in settings.finetune_ratios:
             pruned = prune_uniform(model, scores, ratio, data.train.x[:1])
-            result = train(pruned, data, settings.finetune, seed=seed, device=settings.device, progress=progress,
+            result = train(pruned, tune_data, settings.finetune, seed=seed, device=settings.device, progress=progress,
                            description=f"fine-tune {name} {ratio:.0%}")
             test = evaluate(pruned, data.test.x, data.test.y)
             finetuned.append({"ratio": ratio, "val_accuracy": result.best_val_accuracy, "test_accuracy": test.accuracy,

@@ -46,7 +46,8 @@ class CriteriaBenchSettings:
     """The protocol, the same for every metric.
 
     ``seeds`` are the (network, seed) cells of the oracle-correlation and curve columns (forward passes only);
-    ``finetune_seeds`` (a subset of ``seeds``) get the fine-tuned column at ``finetune_ratios``. ``oracle_samples``
+    ``finetune_seeds`` (a subset of ``seeds``) get the fine-tuned column at ``finetune_ratios``, fine-tuning on
+    ``finetune_samples`` training images (a seeded subset; None: all). ``oracle_samples``
     class-balanced validation images define the oracle; curves are measured on the test split (``eval_samples``
     of it), BatchNorm recalibrated on ``recalibration_batches`` training batches.
     """
@@ -68,6 +69,7 @@ class CriteriaBenchSettings:
     recalibration_batches: int = 20
     train_samples: int | None = None
     eval_samples: int | None = None
+    finetune_samples: int | None = None
     model_args: dict[str, dict[str, Any]] = field(default_factory=dict)
     device: str = "auto"
 
@@ -93,7 +95,7 @@ class CriteriaBenchSettings:
         for key in ("scoring_samples", "oracle_samples", "recalibration_batches"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"{key} must be ≥ 1, got {getattr(self, key)}")
-        for key in ("train_samples", "eval_samples"):
+        for key in ("train_samples", "eval_samples", "finetune_samples"):
             value = getattr(self, key)
             if value is not None and value < 1:
                 raise ConfigError(f"{key} must be ≥ 1 or None (all), got {value}")
@@ -117,7 +119,8 @@ class CriteriaBenchSettings:
         return fingerprint({"baseline": self.baseline_hash(key), "ratios": self.ratios,
                             "finetune_ratios": self.finetune_ratios, "finetune": to_data(self.finetune),
                             "scoring_samples": self.scoring_samples, "oracle_samples": self.oracle_samples,
-                            "recalibration_batches": self.recalibration_batches, "eval_samples": self.eval_samples})
+                            "recalibration_batches": self.recalibration_batches, "eval_samples": self.eval_samples,
+                            "finetune_samples": self.finetune_samples})
 
     def summary(self) -> str:
         train = "all" if self.train_samples is None else f"{self.train_samples:,}"
@@ -142,16 +145,16 @@ PRESETS: dict[str, CriteriaBenchSettings] = {
         data="synthetic", models=("resnet20", "vgg16", "mobilenetv2"), metrics=("random", "WL1", "eq3"),
         references=("oracle", "tp_l1"), seeds=(0, 1), finetune_seeds=(0,), ratios=(0.2, 0.5),
         finetune_ratios=(0.5,), train=TRAIN_RECIPE.with_overrides(epochs=1),
-        finetune=FINETUNE_RECIPE.with_overrides(epochs=1), scoring_samples=64, oracle_samples=64,
+        finetune=FINETUNE_RECIPE.with_overrides(epochs=1), scoring_samples=64, oracle_samples=64, finetune_samples=200,
         recalibration_batches=2,
         model_args={"resnet20": {"depth": 8, "width": 0.5}, "vgg16": {"depth": 11, "width": 0.125},
                     "mobilenetv2": {"width": 0.25}}),
     "cpu": CriteriaBenchSettings(
         name="cpu", description="this project's 2-core CPU, resumable (spread it over several runs): Fashion-MNIST, "
-        "10,000 training images, 6 training epochs, 5,000 val/test images, 5 seeds for oracle and curves, 3 "
-        "fine-tuned, 1 fine-tuning epoch",
-        train=TRAIN_RECIPE.with_overrides(epochs=6), finetune=FINETUNE_RECIPE.with_overrides(epochs=1),
-        train_samples=10000, eval_samples=5000),
+        "10,000 training images, 4 training epochs, 2,000 val/test images, 5 seeds for oracle and curves, 3 "
+        "fine-tuned (1 epoch on 3,000 training images)",
+        train=TRAIN_RECIPE.with_overrides(epochs=4), finetune=FINETUNE_RECIPE.with_overrides(epochs=1),
+        train_samples=10000, eval_samples=2000, finetune_samples=3000),
     "full": CriteriaBenchSettings(
         name="full", description="sized for a GPU (--device cuda): all 48,000 Fashion-MNIST training images, 15 "
         "training epochs, 3 fine-tuning epochs, 5 seeds"),
