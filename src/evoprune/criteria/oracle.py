@@ -54,7 +54,8 @@ class OracleResult:
     """Per group (by :attr:`ChannelGroup.name`), the loss increase [C] when each channel alone is removed.
 
     ``baseline_loss`` is the unpruned model's mean cross-entropy on the same ``samples`` images; a channel's
-    pruned loss is ``baseline_loss + increase[group][c]``. ``groups`` gives each group's members and width.
+    pruned loss is ``baseline_loss + increase[group][c]``. ``groups`` gives each group's members and width;
+    ``timings`` the seconds spent per group, and under ``"head"`` their part spent computing the cached activations.
     """
 
     increase: dict[str, torch.Tensor]
@@ -62,6 +63,7 @@ class OracleResult:
     groups: dict[str, ChannelGroup]
     samples: int
     seconds: float
+    timings: dict[str, float]
 
 
 @dataclass(frozen=True)
@@ -139,6 +141,7 @@ class _Ablator:
         self.traced.to(memory_format=torch.channels_last)
         self.graph = graph
         self.order = {n: i for i, n in enumerate(self.traced.graph.nodes)}
+        self.modules = dict(self.traced.named_modules())
         self.nodes: dict[str, list[fx.Node]] = {}
         for node in self.traced.graph.nodes:
             if node.op == "call_module":
@@ -169,16 +172,31 @@ class _Ablator:
             raise PruningError(f"{group.label}: found no channel mapping for member(s) {', '.join(missing)}")
         return list(sites.values())
 
-    def split(self, sites: Iterable[_Site]) -> tuple[fx.GraphModule, fx.GraphModule, list[str]]:
-        """``(head, tail, site order)``: ``tail(*masks, *head(x))`` is the model with each site's output masked.
+    def _carrier(self, cut: fx.Node, site: _Site, others: Iterable[fx.Node]) -> tuple[fx.Node, fx.Node] | None:
+        """``(activation, layer)`` when ``cut`` feeds only a zero-preserving activation (or nothing) and then one
+        conv/linear layer, before any other site: the ablation then passes through that layer in closed form."""
+        act = cut
+        if len(act.users) == 1 and _zero_preserving(next(iter(act.users)), self.modules):
+            act = next(iter(act.users))
+        if len(act.users) != 1 or (site.src.sort().values != torch.arange(site.width)).any():
+            return None
+        layer = next(iter(act.users))
+        module = self.modules.get(str(layer.target)) if layer.op == "call_module" else None
+        plain_conv = isinstance(module, nn.Conv2d) and module.groups == 1 and module.padding_mode == "zeros"
+        if not (plain_conv or isinstance(module, nn.Linear)) or layer.args != (act,) or layer.kwargs:
+            return None
+        if any(self.order[n] <= self.order[layer] for n in others):
+            return None
+        return act, layer
 
-        The cut is just after the earliest site call; the tail's first inputs are one mask per site, in the
-        returned order.
-        """
+    def split(self, sites: list[_Site]) -> _Split:
+        """The model cut after the earliest site (or after the layer that carries it, see :meth:`_carrier`)."""
         names = [s.name for s in sites]
-        site_nodes = {n: name for name in names for n in self.nodes[name]}
+        site_nodes = {n: s for s in sites for n in self.nodes[s.name]}
         cut = min(site_nodes, key=self.order.__getitem__)
-        start = self.order[cut] + 1
+        carrier = self._carrier(cut, site_nodes[cut], [n for n in site_nodes if n is not cut])
+        end = carrier[1] if carrier else cut
+        start = self.order[end] + 1
         nodes = list(self.traced.graph.nodes)
         before, after = nodes[:start], nodes[start:]
         frontier: list[fx.Node] = []
@@ -197,29 +215,73 @@ class _Ablator:
         for node in after:
             for source in node.all_input_nodes:
                 need(source)
-        if cut not in frontier:
-            raise PruningError(f"the output of {site_nodes[cut]!r} is not used by the rest of the model")
+        if end not in frontier:
+            raise PruningError(f"the output of {str(end.target)!r} is not used by the rest of the model")
         head_graph = fx.Graph()
         env: dict[fx.Node, fx.Node] = {}
         for node in before:
             env[node] = head_graph.node_copy(node, lambda n: env[n])
-        head_graph.output(tuple(env[n] for n in frontier))
+        head_graph.output(tuple(env[n] for n in frontier + ([carrier[0]] if carrier else [])))
 
         tail_graph = fx.Graph()
         masks = {name: tail_graph.placeholder(f"mask_{i}") for i, name in enumerate(names)}
         env = {}
         for i, node in enumerate(frontier):
             env[node] = tail_graph.placeholder(f"frontier_{i}")
-            if node in site_nodes:
-                env[node] = tail_graph.call_function(_apply_mask, (env[node], masks[site_nodes[node]]))
+            if node in site_nodes and not carrier:
+                env[node] = tail_graph.call_function(_apply_mask, (env[node], masks[site_nodes[node].name]))
         for node in before:
             if node in recomputed:
                 env[node] = tail_graph.node_copy(node, lambda n: env[n])
         for node in after:
             env[node] = tail_graph.node_copy(node, lambda n: env[n])
             if node in site_nodes:
-                env[node] = tail_graph.call_function(_apply_mask, (env[node], masks[site_nodes[node]]))
-        return fx.GraphModule(self.traced, head_graph), fx.GraphModule(self.traced, tail_graph), names
+                env[node] = tail_graph.call_function(_apply_mask, (env[node], masks[site_nodes[node].name]))
+        head, tail = fx.GraphModule(self.traced, head_graph), fx.GraphModule(self.traced, tail_graph)
+        if carrier is None:
+            return _Split(head, tail, names)
+        site = site_nodes[cut]
+        channel = torch.empty(site.width, dtype=torch.long)
+        channel[site.src] = site.pos
+        return _Split(head, tail, names, self.modules[str(end.target)], channel, frontier.index(end))
+
+
+@dataclass(frozen=True)
+class _Split:
+    """``tail(*masks, *frontier)`` is the model with each site's output multiplied by its mask, where ``frontier``
+    is ``head(x)`` replicated once per ablation. With a ``carrier`` layer, the cut's mask is applied in closed form
+    instead: the head also returns the activation entering the carrier, and ``frontier[index]`` (the carrier's
+    output) becomes its output minus the removed channel's contribution (:func:`_carry`); ``channel`` maps root
+    channels to the carrier's input channels."""
+
+    head: fx.GraphModule
+    tail: fx.GraphModule
+    sites: list[str]
+    carrier: nn.Module | None = None
+    channel: torch.Tensor | None = None
+    index: int = -1
+
+
+def _zero_preserving(node: fx.Node, modules: dict[str, nn.Module]) -> bool:
+    """A ReLU-like activation, channel-wise with f(0) = 0: masking before it equals masking after it."""
+    if node.op == "call_module":
+        return isinstance(modules.get(str(node.target)), (nn.ReLU, nn.ReLU6))
+    if node.op == "call_function":
+        return node.target in (torch.relu, torch.relu_, F.relu, F.relu6)
+    return node.op == "call_method" and node.target in ("relu", "relu_")
+
+
+def _carry(layer: nn.Module, act: torch.Tensor, out: torch.Tensor, channels: torch.Tensor) -> torch.Tensor:
+    """``layer(act)`` with input channel ``channels[k]`` zeroed, for each k, stacked (``K·b`` rows): the layer's
+    output ``out`` minus each channel's own contribution (one grouped convolution for all K)."""
+    k = len(channels)
+    if isinstance(layer, nn.Linear):
+        contrib = (act[:, channels, None] * layer.weight[:, channels].T).transpose(0, 1)
+    else:
+        weight = layer.weight[:, channels].transpose(0, 1).reshape(k * layer.out_channels, 1, *layer.kernel_size)
+        contrib = F.conv2d(act[:, channels], weight, None, layer.stride, layer.padding, layer.dilation, groups=k)
+        contrib = contrib.unflatten(1, (k, layer.out_channels)).transpose(0, 1)
+    return _channels_last((out.unsqueeze(0) - contrib).flatten(0, 1))
 
 
 def _channels_last(t: torch.Tensor) -> torch.Tensor:
@@ -234,8 +296,8 @@ def oracle_importance(
     samples: int = 1000,
     seed: int = 0,
     ignore: Iterable[str] = (),
-    batch_size: int = 256,
-    ablations: int = 8,
+    batch_size: int = 128,
+    ablations: int = 4,
     device: str | torch.device = "auto",
     progress: bool = False,
 ) -> OracleResult:
@@ -263,6 +325,7 @@ def oracle_importance(
     graph = ModelGraph(work, x[:1])  # Torch-Pruning traces with autograd: outside inference mode
     groups = graph.prunable_groups(ignore)
     increase: dict[str, torch.Tensor] = {}
+    timings = {"head": 0.0}
     with torch.inference_mode(), make_progress(progress) as bar:
         ablator = _Ablator(work, graph)
         n = len(y)
@@ -274,35 +337,46 @@ def oracle_importance(
         task = bar.add_task("oracle", total=len(groups), status="")
         for group in groups:
             bar.update(task, status=group.label)
-            increase[group.name] = (_group_losses(ablator, group, x, y, batch_size, ablations) - baseline).float()
+            tick = time.perf_counter()
+            losses = _group_losses(ablator, group, x, y, batch_size, ablations, timings)
+            increase[group.name] = (losses - baseline).float()
+            timings[group.name] = time.perf_counter() - tick
             bar.advance(task)
-    return OracleResult(increase, baseline, {g.name: g for g in groups}, n, time.perf_counter() - start_time)
+    return OracleResult(increase, baseline, {g.name: g for g in groups}, n, time.perf_counter() - start_time, timings)
 
 
 def _group_losses(ablator: _Ablator, group: ChannelGroup, x: torch.Tensor, y: torch.Tensor, batch_size: int,
-                  ablations: int) -> torch.Tensor:
+                  ablations: int, timings: dict[str, float]) -> torch.Tensor:
     """Mean loss [C] with each of ``group``'s channels removed in turn."""
     sites = ablator.sites(group)
-    head, tail, names = ablator.split(sites)
+    split = ablator.split(sites)
     by_name = {s.name: s for s in sites}
     width = group.width
     keep = 1.0 - torch.eye(width, device=x.device)  # row c: every channel but c
     site_masks = []
-    for name in names:
+    for name in split.sites:
         site = by_name[name]
         mask = torch.ones(width, site.width, device=x.device)
         mask[:, site.pos.to(x.device)] = keep[:, site.src.to(x.device)]
         site_masks.append(mask)
+    channel = split.channel.to(x.device) if split.channel is not None else None
     k_max = min(ablations, width)
     rows = max(1, batch_size // k_max)
     loss_sum = torch.zeros(width, dtype=torch.float64, device=x.device)
     for s in range(0, len(y), rows):
-        frontier = [_channels_last(f) for f in head(x[s:s + rows])]
+        tick = time.perf_counter()
+        values = [_channels_last(f) for f in split.head(x[s:s + rows])]
+        act = values.pop() if split.carrier is not None else None
+        timings["head"] += time.perf_counter() - tick
         yb = y[s:s + rows]
-        replicated = {k: [torch.cat([f] * k) for f in frontier] for k in {k_max, width % k_max} if k}
+        replicated = {k: [torch.cat([f] * k) if i != split.index else f for i, f in enumerate(values)]
+                      for k in {k_max, width % k_max} if k}
         for c in range(0, width, k_max):
             k = min(k_max, width - c)
-            logits = tail(*(m[c:c + k] for m in site_masks), *replicated[k])
+            frontier = list(replicated[k])
+            if channel is not None:
+                frontier[split.index] = _carry(split.carrier, act, values[split.index], channel[c:c + k])
+            logits = split.tail(*(m[c:c + k] for m in site_masks), *frontier)
             losses = F.cross_entropy(logits, yb.repeat(k), reduction="none")
             loss_sum[c:c + k] += losses.view(k, -1).sum(1).double()
     return (loss_sum / len(y)).cpu()
