@@ -7,7 +7,7 @@ import argparse
 from rich.console import Console
 from rich.table import Table
 
-from evoprune.expr import analyse, height, size
+from evoprune.expr import Node, analyse, height, size, to_infix, to_latex, to_prefix
 from evoprune.metrics import get_metric, list_metrics
 
 
@@ -51,18 +51,29 @@ def _show(console: Console, text: str) -> int:
         console.print(f"aliases: {', '.join(m.aliases)}")
     console.print(f"source:  {m.source}")
     if m.tree is not None:
-        info = analyse(m.tree)
-        console.print(f"prefix:  {m.formula}", markup=False, highlight=False)
-        console.print(f"infix:   {m.infix}", markup=False, highlight=False)
-        console.print(f"LaTeX:   {m.latex}", markup=False, highlight=False)
-        console.print(f"shape:   {info.shape} (summed to one score per channel"
-                      f"{', then over classes' if info.label_aware else ''}); height {height(m.tree)}, "
-                      f"{size(m.tree)} nodes; evaluated from "
-                      f"{'raw feature maps' if info.needs_features else 'streaming moments' if info.uses_maps else 'weights only'}",
-                      markup=False, highlight=False)
+        simplified = m.simplified
+        if simplified == m.tree:
+            _forms(console, m.tree, "evaluated from")
+        else:  # dead weight: show what was written (or evolved) and what scoring evaluates
+            console.print("as evolved:" if m.kind == "evolved" else "as written:")
+            _forms(console, m.tree, "as written it would be evaluated from")
+            console.print("simplified (what scoring evaluates, with the same scores):")
+            _forms(console, simplified, "evaluated from")
     else:
         console.print("formula: not expressible in the design space (custom implementation)")
     if m.doc:
         console.print()
         console.print(m.doc, markup=False, highlight=False)
     return 0
+
+
+def _forms(console: Console, tree: Node, evaluated: str) -> None:
+    """Prefix, infix and LaTeX forms of a tree, its shape and size, and which data evaluating it reads."""
+    info = analyse(tree)
+    path = "raw feature maps" if info.needs_features else "streaming moments" if info.uses_maps else "weights only"
+    console.print(f"prefix:  {to_prefix(tree)}", markup=False, highlight=False)
+    console.print(f"infix:   {to_infix(tree)}", markup=False, highlight=False)
+    console.print(f"LaTeX:   {to_latex(tree)}", markup=False, highlight=False)
+    console.print(f"shape:   {info.shape} (summed to one score per channel"
+                  f"{', then over classes' if info.label_aware else ''}); height {height(tree)}, "
+                  f"{size(tree)} nodes; {evaluated} {path}", markup=False, highlight=False)

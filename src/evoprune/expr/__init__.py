@@ -2,9 +2,10 @@
 
 Quick use::
 
-    from evoprune.expr import parse, to_infix, evaluate
+    from evoprune.expr import parse, simplify, to_infix, evaluate
     tree = parse("div(abs(sub(g_mean(P), g_mean(Q))), rho1(add(std(P), std(Q))))")
     to_infix(tree)                          # '|mean(P) - mean(Q)| / (std(P) + std(Q) + 1e-4)'
+    simplify(tree)                          # the same scores from a tree without dead weight (here: itself)
     scores = evaluate(tree, features=f, labels=y)   # f: [N, C, H, W] -> scores [C]
 """
 
@@ -26,6 +27,7 @@ from evoprune.expr.parser import parse
 from evoprune.expr.primitives import PRIMITIVES, PrimitiveSpec
 from evoprune.expr.printer import to_infix, to_latex, to_prefix
 from evoprune.expr.shapes import SCALAR, Shape, ShapeError
+from evoprune.expr.simplify import simplify
 from evoprune.expr.stats import ClassStats
 from evoprune.expr.typecheck import infer, infer_all, is_valid
 
@@ -33,6 +35,6 @@ __all__ = [
     "Call", "ClassStats", "Const", "DEFAULT_UNIVERSE", "FormulaError", "Node", "OPERANDS", "OperandSpec",
     "PRIMITIVES", "PrimitiveSpec", "SCALAR", "Shape", "ShapeError", "TreeInfo", "ValueType", "Var", "analyse",
     "build_primitive_set", "canonical", "canonical_key", "deap_type", "evaluate", "from_deap", "height",
-    "infer", "infer_all", "is_valid", "operands", "parse", "sanitize_scores", "signatures", "size",
+    "infer", "infer_all", "is_valid", "operands", "parse", "sanitize_scores", "signatures", "simplify", "size",
     "to_deap", "to_infix", "to_latex", "to_prefix", "walk",
 ]

@@ -1,6 +1,8 @@
 """Canonical form of a tree, for duplicate detection (e.g. a GP fitness cache keyed by formula).
 
-Only rewrites that keep the value and the shape are applied (up to floating-point reassociation):
+The tree is first simplified (:mod:`evoprune.expr.simplify`), so two trees that simplify to the same tree share a
+key: an evolved tree and its dead-weight-free form are one candidate. Then only rewrites that keep the value and
+the shape are applied (up to floating-point reassociation):
 
 * ``add``/``mul`` chains are flattened and their operands sorted (both are commutative and associative
   elementwise operations under numpy broadcasting);
@@ -16,6 +18,7 @@ from __future__ import annotations
 from evoprune.expr.nodes import Call, Const, Node, Var
 from evoprune.expr.printer import to_prefix
 from evoprune.expr.shapes import Shape
+from evoprune.expr.simplify import apply_rules, keep_class_sum
 from evoprune.expr.typecheck import infer_all
 
 _NON_NEGATIVE = {"abs", "pow2", "sqrt", "std", "var", "num"}
@@ -58,14 +61,14 @@ def _rewrite(node: Node, shapes: dict[Node, Shape]) -> Node:
 
 
 def canonical(tree: Node) -> Node:
-    """An equivalent tree in canonical form (idempotent); positions are dropped."""
-    current = tree
+    """An equivalent tree in canonical form (idempotent; the same for ``tree`` and its simplified form)."""
+    current = apply_rules(tree)
     for _ in range(8):
-        nxt = _rewrite(current, infer_all(current))
+        nxt = apply_rules(_rewrite(current, infer_all(current)))
         if nxt == current:
-            return nxt
+            break
         current = nxt
-    return current
+    return keep_class_sum(tree, current)
 
 
 def canonical_key(tree: Node) -> str:

@@ -11,6 +11,9 @@ for every channel k, as one tensor ``[C]``. Two strategies, chosen per tree:
 * **materialised** – otherwise ``X`` (``[N, C, D]``, one layer) is needed; the tree is vectorised over
   channels and loops over classes, computing class-independent subtrees only once.
 
+The tree is simplified first (:mod:`evoprune.expr.simplify`: exact rules, the same scores), so dead weight such
+as a zero term that does matrix work on ``P`` neither costs time nor forces the materialised strategy.
+
 Trees that use no per-class operand (``P``, ``Q``, ``N``, ``mP``, ``mQ``) are evaluated once, without the
 class sum: it would only multiply every channel's score by the number of classes. Identical subtrees
 are computed once. The raw result may contain NaN/inf; :func:`sanitize_scores` maps those to −inf.
@@ -37,6 +40,7 @@ from evoprune.expr.operands import CLASS_OPERANDS, MAP_OPERANDS, SAMPLE_MATRICES
 from evoprune.expr.primitives import MOMENT_REDUCERS, PRIMITIVES
 from evoprune.expr.printer import to_prefix
 from evoprune.expr.shapes import Shape
+from evoprune.expr.simplify import simplify as simplified
 from evoprune.expr.stats import ClassStats
 from evoprune.expr.typecheck import infer_all
 
@@ -53,14 +57,19 @@ class TreeInfo:
 
 
 @lru_cache(maxsize=512)
-def _prepared(tree: Node) -> tuple[dict[Node, Shape], TreeInfo]:
-    """Shapes and needs of a tree, worked out once per distinct tree (scoring evaluates one tree per layer)."""
-    shapes = infer_all(tree)
-    return shapes, _analyse(tree, shapes)
+def _prepared(tree: Node, simplify: bool) -> tuple[Node, dict[Node, Shape], TreeInfo]:
+    """The tree to evaluate, its shapes and needs, worked out once per distinct tree (scoring evaluates one tree
+    per layer, evolution the same candidate on many layers)."""
+    shapes = infer_all(tree)  # positioned errors refer to the tree as written
+    if simplify:
+        tree = simplified(tree)
+        shapes = infer_all(tree)
+    return tree, shapes, _analyse(tree, shapes)
 
 
-def analyse(tree: Node) -> TreeInfo:
-    return _prepared(tree)[1]
+def analyse(tree: Node, *, simplify: bool = False) -> TreeInfo:
+    """What evaluating ``tree`` needs: as written, or with ``simplify`` as :func:`evaluate` scores it."""
+    return _prepared(tree, simplify)[2]
 
 
 def _analyse(tree: Node, shapes: dict[Node, Shape]) -> TreeInfo:
@@ -210,6 +219,7 @@ def evaluate(
     dtype: torch.dtype = torch.float64,
     strategy: str = "auto",
     layer: str | None = None,
+    simplify: bool = True,
 ) -> Tensor:
     """Raw per-channel scores ``[C]`` (higher = more important; may be non-finite).
 
@@ -217,7 +227,8 @@ def evaluate(
     (needed only by trees that do matrix work on P/Q/X; also accepted instead of ``stats``);
     ``labels``: ``[N]`` class indices for ``features``; ``weight``: the layer weight ``[C_out, ...]``;
     ``strategy``: "auto", or force "moments" / "materialised" (tests compare the two); ``layer``: the
-    layer's name, for messages.
+    layer's name, for messages; ``simplify``: evaluate the simplified tree (the default: same scores, see
+    :mod:`evoprune.expr.simplify` for the one convention on overflowing dead terms) or the tree as written.
 
     Channels are evaluated in blocks whose values fit :func:`~evoprune.expr.memory.memory_limit`; a formula
     whose values for a single channel do not fit raises :class:`FormulaError` before anything is allocated.
@@ -226,7 +237,7 @@ def evaluate(
     """
     if strategy not in ("auto", "moments", "materialised"):
         raise ValueError(f"strategy must be auto, moments or materialised, got {strategy!r}")
-    shapes, info = _prepared(tree)
+    tree, shapes, info = _prepared(tree, simplify)
     if strategy == "moments" and info.needs_features:
         raise ValueError("this formula applies matrix operations to P/Q/X: it cannot use moments only")
     c = _channels(stats, features, weight)

@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 
 from evoprune.errors import EvopruneError
-from evoprune.expr import Node, analyse, evaluate, parse, sanitize_scores, to_infix, to_latex, to_prefix
+from evoprune.expr import Node, analyse, evaluate, parse, sanitize_scores, simplify, to_infix, to_latex, to_prefix
 from evoprune.metrics.layer_data import LayerData, Needs
 
 KINDS = ("seed", "evolved", "inspired", "human", "baseline", "formula")
@@ -28,8 +28,9 @@ class UnscorableLayerError(EvopruneError, ValueError):
 
 
 def needs_of_tree(tree: Node) -> Needs:
-    """What evaluating a tree requires (raw features only for matrix work on P/Q/X)."""
-    info = analyse(tree)
+    """What scoring with a tree requires: the needs of its simplified form, which is what scoring evaluates (raw
+    features only for matrix work on P/Q/X that is not dead weight)."""
+    info = analyse(tree, simplify=True)
     return Needs(
         stats=info.uses_maps and not info.needs_features,
         features=info.needs_features,
@@ -42,8 +43,9 @@ def needs_of_tree(tree: Node) -> Needs:
 class Metric:
     """A channel-importance metric.
 
-    ``tree`` is its formula in the design space (None where not expressible, e.g. MMD); ``fn``, when set,
-    is a direct implementation used for scoring instead of the tree (same values, less memory).
+    ``tree`` is its formula in the design space as written or evolved (None where not expressible, e.g. MMD);
+    scoring evaluates its :attr:`simplified` form (same scores, often a cheaper path). ``fn``, when set, is a
+    direct implementation used for scoring instead of the tree (same values, less memory).
     ``score(data)`` returns ``[C]`` float64 scores, finite or −inf (non-finite values are mapped to −inf so
     a broken channel score never outranks a finite one).
     """
@@ -74,6 +76,11 @@ class Metric:
     @property
     def formula(self) -> str | None:
         return None if self.tree is None else to_prefix(self.tree)
+
+    @property
+    def simplified(self) -> Node | None:
+        """The tree that scoring evaluates (equal to ``tree`` when there is nothing to simplify)."""
+        return None if self.tree is None else simplify(self.tree)
 
     @property
     def infix(self) -> str | None:
