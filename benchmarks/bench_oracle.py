@@ -49,7 +49,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     oracle = oracle_importance(model, data.val.x, data.val.y, samples=samples, batch_size=args.batch_size,
                                ablations=args.ablations, device="cpu")
     oracle_cpu = time.process_time() - cpu_start
-    groups = [{"group": g.label, "channels": g.width, "seconds": oracle.timings[name]}
+    groups = [{"group": g.label, "channels": g.width, "seconds": oracle.group_seconds[name]}
               for name, g in oracle.groups.items()]
 
     start, cpu_start = time.perf_counter(), time.process_time()
@@ -70,7 +70,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "model": f"resnet_cifar depth {depth}", "data": "mnist5k (28x28x1), val_fraction 0.25",
         "baseline_test_accuracy": base.meta.get("test_accuracy"),
         "oracle": {"seconds": oracle.seconds, "cpu_seconds": oracle_cpu, "samples": oracle.samples, "channels": sum(g.width for g in oracle.groups.values()),
-                   "groups": groups, "head_seconds": oracle.timings["head"], "batch_size": args.batch_size,
+                   "groups": groups, "head_seconds": oracle.head_seconds, "batch_size": args.batch_size,
                    "ablations": args.ablations},
         "curve": {"metric": args.metric, "seconds": curve_seconds, "cpu_seconds": curve_cpu, "test_images": len(data.test.y),
                   "scoring_seconds": scoring_seconds, "unpruned_eval_seconds": eval_seconds,

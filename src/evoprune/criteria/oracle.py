@@ -55,7 +55,7 @@ class OracleResult:
 
     ``baseline_loss`` is the unpruned model's mean cross-entropy on the same ``samples`` images; a channel's
     pruned loss is ``baseline_loss + increase[group][c]``. ``groups`` gives each group's members and width;
-    ``timings`` the seconds spent per group, and under ``"head"`` their part spent computing the cached activations.
+    ``group_seconds`` the time spent per group, ``head_seconds`` the part of it spent on the cached activations.
     """
 
     increase: dict[str, torch.Tensor]
@@ -63,7 +63,8 @@ class OracleResult:
     groups: dict[str, ChannelGroup]
     samples: int
     seconds: float
-    timings: dict[str, float]
+    group_seconds: dict[str, float]
+    head_seconds: float
 
 
 @dataclass(frozen=True)
@@ -108,6 +109,8 @@ def _fold_batchnorm(traced: fx.GraphModule) -> dict[str, str]:
         source = node.args[0]
         if not isinstance(source, fx.Node) or source.op != "call_module" or len(source.users) != 1:
             continue
+        if sum(1 for n in traced.graph.nodes if n.op == "call_module" and n.target == source.target) != 1:
+            continue  # a layer called twice shares its weights; folding one call's BatchNorm would change the other
         layer = modules[str(source.target)]
         if isinstance(layer, nn.modules.conv._ConvNd) and not isinstance(layer, nn.modules.conv._ConvTransposeNd):
             fused: nn.Module = fuse_conv_bn_eval(layer, norm)
@@ -115,8 +118,6 @@ def _fold_batchnorm(traced: fx.GraphModule) -> dict[str, str]:
             fused = fuse_linear_bn_eval(layer, norm)
         else:
             continue
-        if sum(1 for n in traced.graph.nodes if n.op == "call_module" and n.target == source.target) != 1:
-            continue  # a layer called twice shares its weights; folding one call's BatchNorm would change the other
         traced.set_submodule(str(source.target), fused)
         node.replace_all_uses_with(source)
         traced.graph.erase_node(node)
@@ -178,7 +179,8 @@ class _Ablator:
         act = cut
         if len(act.users) == 1 and _zero_preserving(next(iter(act.users)), self.modules):
             act = next(iter(act.users))
-        if len(act.users) != 1 or (site.src.sort().values != torch.arange(site.width)).any():
+        one_to_one = len(site.src) == site.width and bool((site.src.sort().values == torch.arange(site.width)).all())
+        if len(act.users) != 1 or not one_to_one:
             return None
         layer = next(iter(act.users))
         module = self.modules.get(str(layer.target)) if layer.op == "call_module" else None
@@ -325,7 +327,8 @@ def oracle_importance(
     graph = ModelGraph(work, x[:1])  # Torch-Pruning traces with autograd: outside inference mode
     groups = graph.prunable_groups(ignore)
     increase: dict[str, torch.Tensor] = {}
-    timings = {"head": 0.0}
+    group_seconds: dict[str, float] = {}
+    head_seconds = 0.0
     with torch.inference_mode(), make_progress(progress) as bar:
         ablator = _Ablator(work, graph)
         n = len(y)
@@ -338,16 +341,18 @@ def oracle_importance(
         for group in groups:
             bar.update(task, status=group.label)
             tick = time.perf_counter()
-            losses = _group_losses(ablator, group, x, y, batch_size, ablations, timings)
+            losses, head = _group_losses(ablator, group, x, y, batch_size, ablations)
             increase[group.name] = (losses - baseline).float()
-            timings[group.name] = time.perf_counter() - tick
+            group_seconds[group.name] = time.perf_counter() - tick
+            head_seconds += head
             bar.advance(task)
-    return OracleResult(increase, baseline, {g.name: g for g in groups}, n, time.perf_counter() - start_time, timings)
+    return OracleResult(increase, baseline, {g.name: g for g in groups}, n, time.perf_counter() - start_time,
+                        group_seconds, head_seconds)
 
 
 def _group_losses(ablator: _Ablator, group: ChannelGroup, x: torch.Tensor, y: torch.Tensor, batch_size: int,
-                  ablations: int, timings: dict[str, float]) -> torch.Tensor:
-    """Mean loss [C] with each of ``group``'s channels removed in turn."""
+                  ablations: int) -> tuple[torch.Tensor, float]:
+    """Mean loss [C] with each of ``group``'s channels removed in turn, and the seconds spent in the head."""
     sites = ablator.sites(group)
     split = ablator.split(sites)
     by_name = {s.name: s for s in sites}
@@ -363,11 +368,12 @@ def _group_losses(ablator: _Ablator, group: ChannelGroup, x: torch.Tensor, y: to
     k_max = min(ablations, width)
     rows = max(1, batch_size // k_max)
     loss_sum = torch.zeros(width, dtype=torch.float64, device=x.device)
+    head_seconds = 0.0
     for s in range(0, len(y), rows):
         tick = time.perf_counter()
         values = [_channels_last(f) for f in split.head(x[s:s + rows])]
         act = values.pop() if split.carrier is not None else None
-        timings["head"] += time.perf_counter() - tick
+        head_seconds += time.perf_counter() - tick
         yb = y[s:s + rows]
         replicated = {k: [torch.cat([f] * k) if i != split.index else f for i, f in enumerate(values)]
                       for k in {k_max, width % k_max} if k}
@@ -379,4 +385,4 @@ def _group_losses(ablator: _Ablator, group: ChannelGroup, x: torch.Tensor, y: to
             logits = split.tail(*(m[c:c + k] for m in site_masks), *frontier)
             losses = F.cross_entropy(logits, yb.repeat(k), reduction="none")
             loss_sum[c:c + k] += losses.view(k, -1).sum(1).double()
-    return (loss_sum / len(y)).cpu()
+    return (loss_sum / len(y)).cpu(), head_seconds
