@@ -52,9 +52,20 @@ def _primitive_notation(name: str, arity: int) -> str:
     return _math(to_latex(Call(name, args)))
 
 
+def _formula(tree) -> list[str]:
+    """A tree as a displayed equation (with its sums over entries and classes) and its prefix form."""
+    from evoprune.expr import analyse, to_latex, to_prefix
+
+    info = analyse(tree)
+    sums = ("\\sum_{c}" if info.label_aware else "") + ("\\sum_{\\text{entries}}" if info.shape.rank else "")
+    latex = _math(to_latex(tree))
+    body = f"{sums}\\left[{latex}\\right]" if sums else latex
+    return ["$$", f"s_k = {body}", "$$", "", f"Prefix form: `{to_prefix(tree)}`", ""]
+
+
 def design_space() -> str:
     """The whole of docs/design-space.md."""
-    from evoprune.expr import OPERANDS, PRIMITIVES, analyse
+    from evoprune.expr import OPERANDS, PRIMITIVES
     from evoprune.metrics import list_metrics
 
     lines = [
@@ -98,6 +109,26 @@ def design_space() -> str:
     ]
     for p in PRIMITIVES.values():
         lines.append(f"| `{p.name}` | {p.arity} | ${_primitive_notation(p.name, p.arity)}$ | {_cell(p.doc)} |")
+    lines += [
+        "",
+        "## Simplification",
+        "",
+        "Evolved trees carry dead weight, and dead weight can decide how a tree is evaluated: a term that divides by",
+        "the raw maps $P$ needs the layer's raw feature maps, even when it is multiplied by $\\sigma^2_{n_c} = 0$ (the",
+        "variance of a scalar). Before a tree is scored, keyed in the fitness cache or printed next to its form as",
+        "evolved, it is simplified (`evoprune.expr.simplify`) to a fixed point by rules that are exact in the",
+        "semantics above: constants folded; `num` of anything replaced by `num` of the operand with the same rows;",
+        "zeros found (`var`/`std` of a scalar, $x - x$, a zero factor, $0/x$, $x/0$ under protected division) and",
+        "dropped from sums; $x \\cdot 1$, $x / 1$ and, for a provably positive scalar, $x / x$ removed; redundant",
+        "`abs`, `tran`, `sqrt(pow2(x))` = $\\lvert x\\rvert$. Every rewritten subtree keeps its symbolic shape, and",
+        "a tree that loses its last per-class operand keeps its sum over the classes (as $\\cdot\\, n_c/n_c$). The",
+        "one convention: removed subtrees are taken to be finite, so a channel whose score was non-finite only",
+        "because a removed term overflowed ($0 \\cdot \\infty$) gets the formula's finite value instead of",
+        "$-\\infty$. Identities that floating point breaks are not applied: $(a + b) - b$, $(a \\cdot b)/b$, merged",
+        "constants, $\\sqrt{x}^2$, stacked ridges, and $x / x$ where $x$ may be 0 (it is 0 there). Where a metric",
+        "below simplifies, both forms are shown; scoring evaluates the simplified one, and a metric needs raw",
+        "feature maps only if its simplified form does.",
+    ]
     metrics = list_metrics()
     lines += [
         "",
@@ -117,10 +148,10 @@ def design_space() -> str:
         aliases = f"; aliases {', '.join(f'`{a}`' for a in m.aliases)}" if m.aliases else ""
         lines += [f"*{m.kind}*, {m.source}; needs {m.needs.describe()}{aliases}.", ""]
         if m.tree is not None:
-            info = analyse(m.tree)
-            sums = ("\\sum_{c}" if info.label_aware else "") + ("\\sum_{\\text{entries}}" if info.shape.rank else "")
-            body = f"{sums}\\left[{_math(m.latex)}\\right]" if sums else _math(m.latex)
-            lines += ["$$", f"s_k = {body}", "$$", "", f"Prefix form: `{m.formula}`", ""]
+            lines += _formula(m.tree)
+            simplified = m.simplified
+            if simplified != m.tree:
+                lines += ["Simplified (what scoring evaluates, with the same scores):", "", *_formula(simplified)]
         else:
             lines += ["$$", CUSTOM_FORMULAS[m.name], "$$", "",
                       "Implemented directly (not expressible in the design space).", ""]

@@ -6,7 +6,7 @@ import pytest
 
 from evoprune.cli import main
 from evoprune.errors import EvopruneError
-from evoprune.expr import FormulaError
+from evoprune.expr import FormulaError, analyse, simplify
 from evoprune.metrics import (
     Metric,
     Needs,
@@ -104,6 +104,39 @@ def test_cli_show_prints_all_forms(capsys):
     out = capsys.readouterr().out
     assert "prefix:" in out and "infix:" in out and "LaTeX:" in out
     assert "Equation 3" in out and "streaming moments" in out
+
+
+# Library metrics whose formula needs the raw feature maps even after simplification, and why. Every other
+# tree-expressible metric is scored from streamed statistics or the weights alone.
+RAW_MAPS_AFTER_SIMPLIFICATION = {
+    "DI": "inverts the D×D scatter matrix (X − m_X)ᵀ(X − m_X) of each channel: matrix work on X, no moment form",
+}
+# Library metrics whose formula simplifies, and what that changes.
+SIMPLIFIED = {"EP_Func1": "its var(N) term is zero; as evolved that term divides by P and needed the raw maps"}
+
+
+def test_library_metrics_take_the_statistics_path_whenever_their_simplified_form_allows():
+    trees = {m.name: m for m in list_metrics() if m.tree is not None}
+    assert {n for n, m in trees.items() if m.simplified != m.tree} == set(SIMPLIFIED)
+    for name, m in trees.items():
+        needs_raw = analyse(simplify(m.tree)).needs_features
+        assert needs_raw == (name in RAW_MAPS_AFTER_SIMPLIFICATION), name
+        assert m.needs.features == needs_raw and m.needs.stats == (not needs_raw and analyse(m.tree).uses_maps), name
+    assert get_metric("EP_Func1").needs == Needs(stats=True, labels=True, weight=True)
+    assert analyse(get_metric("EP_Func1").tree).needs_features  # as evolved
+
+
+def test_cli_show_prints_as_evolved_and_simplified_forms(capsys):
+    assert main(["metrics", "show", "EP_Func1"]) == 0
+    out = capsys.readouterr().out
+    assert "as evolved:" in out and "simplified (what scoring evaluates" in out
+    assert "as written it would be evaluated from raw feature maps" in out and "evaluated from streaming moments" in out
+    assert out.count("prefix:") == 2
+    assert main(["metrics", "show", "add(var(P), mul(mX, 1.0))"]) == 0
+    out = capsys.readouterr().out
+    assert "as written:" in out and "prefix:  add(var(P), mX)" in out
+    assert main(["metrics", "show", "eq3"]) == 0
+    assert capsys.readouterr().out.count("prefix:") == 1  # nothing to simplify: one form
 
 
 def test_cli_show_formula_and_errors(capsys):

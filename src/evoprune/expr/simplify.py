@@ -26,7 +26,8 @@ before; only the root may become the scalar ``0`` when its value is all zeros (i
 
 **Convention.** Rules that remove a subtree (a zero factor, ``x − x``, ``var`` of a scalar, ``x / x``) assume
 that subtree's values are finite: in the interpreter ``0 · inf`` is NaN, and a NaN score ranks as −inf. A
-channel whose score was non-finite only because a removed subtree overflowed, or whose ``x²`` under- or
+channel whose score was non-finite only because a removed subtree was (it overflowed, a linear-algebra routine
+failed, or the scoring set had a single class, so that ``Q`` is empty and its mean NaN), or whose ``x²`` under- or
 overflowed inside ``sqrt(pow2(x))``, gets the formula's finite value instead of −inf; every other channel scores
 exactly as before. (With float32 feature maps scored in float64 ``EP_Func1``'s removed term cannot overflow.)
 
