@@ -198,7 +198,8 @@ def _model_device(model: nn.Module) -> torch.device:
     return param.device if param is not None else torch.device("cpu")
 
 
-def _make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    """The recipe's optimiser over ``model``'s trainable parameters (shared with the stacked fine-tuning)."""
     params = [p for p in model.parameters() if p.requires_grad]
     if config.optimizer == "sgd":
         return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, nesterov=config.nesterov,
@@ -208,7 +209,7 @@ def _make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimi
     return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
 
 
-def _lr_factor(config: TrainConfig, progress: float) -> float:
+def lr_factor(config: TrainConfig, progress: float) -> float:
     """Learning-rate multiplier at ``progress`` ∈ [0, 1) of the run (updated every step)."""
     if config.schedule == "cosine":
         return 0.5 * (1.0 + math.cos(math.pi * progress))
@@ -257,7 +258,7 @@ def train(
     n = len(y_train)
     steps_per_epoch = max(1, math.ceil(n / config.batch_size))
     total_steps = steps_per_epoch * config.epochs
-    optimizer = _make_optimizer(model, config)
+    optimizer = make_optimizer(model, config)
     base_lrs = [group["lr"] for group in optimizer.param_groups]
     result = TrainResult()
     best_state: dict[str, torch.Tensor] | None = None
@@ -271,7 +272,7 @@ def train(
             loss_sum = torch.zeros((), device=dev)
             correct = torch.zeros((), device=dev, dtype=torch.long)
             for s in range(steps_per_epoch):
-                factor = _lr_factor(config, step / max(total_steps, 1))
+                factor = lr_factor(config, step / max(total_steps, 1))
                 for group, base in zip(optimizer.param_groups, base_lrs):
                     group["lr"] = base * factor
                 idx = order[s * config.batch_size:(s + 1) * config.batch_size]

@@ -6,7 +6,8 @@
 
 Modules: ``config`` (typed TOML presets and overrides), ``operators`` (DEAP tree operators with limits and bounded
 retries), ``fitness`` (tasks, pretraining, one evaluation), ``population`` (fitness cache, selection, hall of
-fame), ``engine`` (the loop, checkpoint and resume), ``rundir`` (run-directory files), ``report`` (results, plot).
+fame), ``engine`` (the loop, checkpoint and resume), ``rundir`` (run-directory files), ``report`` (results, plot),
+``batched`` (several candidates of one architecture fine-tuned as one stacked model).
 """
 
 from evoprune.evolve.config import (

@@ -52,7 +52,7 @@ from evoprune.data import DatasetSplits
 from evoprune.device import resolve_device
 from evoprune.errors import ConfigError, DataError, TrainingError
 from evoprune.progress import make_progress
-from evoprune.train import Evaluation, TrainConfig, TrainResult, _lr_factor, _make_optimizer, augment_batch
+from evoprune.train import Evaluation, TrainConfig, TrainResult, augment_batch, lr_factor, make_optimizer
 
 _CHANNELWISE = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.GELU, nn.SiLU, nn.Sigmoid, nn.Tanh, nn.Hardswish,
                 nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d, nn.Identity, nn.Dropout)
@@ -232,7 +232,7 @@ def train_stacked(
     generators = [torch.Generator().manual_seed(s) for s in seeds]
     steps_per_epoch = max(1, math.ceil(n / recipe.batch_size))
     total_steps = steps_per_epoch * recipe.epochs
-    optimizer = _make_optimizer(net, recipe)
+    optimizer = make_optimizer(net, recipe)
     base_lrs = [group["lr"] for group in optimizer.param_groups]
     results: list[TrainResult | TrainingError] = [TrainResult() for _ in models]
     best: list[dict[str, torch.Tensor] | None] = [None] * k_models
@@ -246,7 +246,7 @@ def train_stacked(
             loss_sum = torch.zeros(k_models, device=dev)
             correct = torch.zeros(k_models, device=dev, dtype=torch.long)
             for s in range(steps_per_epoch):
-                factor = _lr_factor(recipe, step / max(total_steps, 1))
+                factor = lr_factor(recipe, step / max(total_steps, 1))
                 for group, lr in zip(optimizer.param_groups, base_lrs):
                     group["lr"] = lr * factor
                 idx = orders[:, s * recipe.batch_size:(s + 1) * recipe.batch_size]
