@@ -119,7 +119,7 @@ def test_bad_target_preset_and_settings_are_clear_errors(capsys: pytest.CaptureF
     assert "unknown setting 'finetun'. Did you mean 'finetune'?" in capsys.readouterr().err
     assert main(["bench", "metrics", "--preset", "smoke", "--set", "train.epochs=0"]) == 2
     assert "train.epochs must be ≥ 1, got 0" in capsys.readouterr().err
-    with pytest.raises(ConfigError, match="unknown bench target .serch.; choose from metrics"):
+    with pytest.raises(ConfigError, match="unknown bench target .serch.; choose from criteria, metrics, search"):
         get_target("serch")
     with pytest.raises(ConfigError, match="unknown preset 'redcued'.*Did you mean reduced"):
         get_target("metrics").preset("redcued")
