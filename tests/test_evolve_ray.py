@@ -1,4 +1,5 @@
-"""Ray: a local Ray instance runs an evolution that equals the serial one, and the executor contract.
+"""Ray: a local Ray instance runs an evolution that equals the serial one, the executor contract, and workers
+at normal priority (niceness 0) in the instance the executor starts.
 
 Needs the optional extra (``pip install -e '.[ray]'``); skipped with that hint where Ray is not installed.
 """
@@ -7,6 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -14,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from evoprune.evolve import evolve
-from evoprune.parallel import Job
+from evoprune.parallel import RAY_NICENESS_VARIABLE, Job, ray_workers_at_normal_priority
 from test_evolve_engine import summary, tiny_config
 
 ray = pytest.importorskip("ray", reason="Ray is optional: pip install -e '.[ray]' (CI installs it) to run these tests")
@@ -35,7 +37,8 @@ def local_ray():
     from ray import cloudpickle
 
     cloudpickle.register_pickle_by_value(sys.modules[__name__])  # Ray workers cannot import this test module
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    with ray_workers_at_normal_priority():  # at Ray's default niceness any other job on the machine starves them
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         yield
     finally:
@@ -76,3 +79,34 @@ def test_ray_executor_runs_jobs_and_fails_only_the_bad_ones(local_ray: None) -> 
     assert hung[0].status == "timeout"
     ex.close()
     assert ray.is_initialized()  # it joined the instance this test started, so it leaves it running
+
+
+NICENESS_SCRIPT = """
+import os
+from evoprune.parallel import Job, RayExecutor
+
+def niceness(payload, shared):
+    return os.nice(0)
+
+with RayExecutor("local", threads=1, init_kwargs={"num_cpus": 1}) as ex:
+    print("NICENESS", ex.run(niceness, [Job("n", None)], timeout=300)[0].value)
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("user_value", "expected"), [(None, 0), ("15", 15)])
+def test_the_ray_instance_the_executor_starts_runs_workers_at_niceness_0(user_value: str | None,
+                                                                          expected: int) -> None:
+    """In a fresh process, as the CLI runs: the executor's own instance runs tasks at niceness 0, and workers a
+    user niced (as ``ray start`` does by default) draw the one-line warning with the fix."""
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", RAY_NICENESS_VARIABLE)}
+    if user_value is not None:
+        env[RAY_NICENESS_VARIABLE] = user_value
+    done = subprocess.run([sys.executable, "-c", NICENESS_SCRIPT], env=env, capture_output=True, text=True,
+                          timeout=600, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert f"NICENESS {expected}" in done.stdout
+    warned = [line for line in done.stderr.splitlines() if "run at niceness" in line]
+    assert len(warned) == (1 if expected else 0)
+    if expected:
+        assert f"{RAY_NICENESS_VARIABLE}=0 ray start --head" in warned[0]

@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import time
+from types import SimpleNamespace
 
 import pytest
 
+from evoprune import parallel
 from evoprune.errors import ConfigError
-from evoprune.parallel import Job, ProcessExecutor, SerialExecutor, make_executor
+from evoprune.parallel import (
+    RAY_NICENESS_VARIABLE,
+    Job,
+    ProcessExecutor,
+    RayExecutor,
+    SerialExecutor,
+    make_executor,
+    niced_workers_warning,
+)
 
 
 def job_fn(payload: object, shared: object) -> object:
@@ -104,3 +115,79 @@ def test_make_executor_checks_its_arguments() -> None:
         make_executor("threads")
     with pytest.raises(ConfigError, match="threads"):
         SerialExecutor(threads=0)
+
+
+class _FakeRay:
+    """Just enough of the ``ray`` module for RayExecutor without starting Ray: records the environment
+    ``ray.init`` saw and answers every task with a worker report at a chosen niceness."""
+
+    class exceptions:  # mirrors the ray.exceptions module
+        class RayError(Exception):
+            pass
+
+        class RayTaskError(RayError):
+            pass
+
+        class TaskCancelledError(RayError):
+            pass
+
+    def __init__(self, niceness: dict[str, int] | None = None) -> None:
+        self.niceness = niceness or {}
+        self.env_at_init: str | None = "unset"
+        self.initialized = False
+        self.submitted: list[tuple[str, object]] = []
+
+    def is_initialized(self) -> bool:
+        return self.initialized
+
+    def init(self, address: str | None = None, **kwargs: object) -> None:
+        self.env_at_init = os.environ.get(RAY_NICENESS_VARIABLE)
+        self.initialized = True
+
+    def cluster_resources(self) -> dict[str, float]:
+        return {"CPU": 2.0}
+
+    def remote(self, fn: object) -> SimpleNamespace:
+        return SimpleNamespace(options=lambda **kwargs: SimpleNamespace(remote=self._submit))
+
+    def wait(self, refs: list[int], num_returns: int = 1, timeout: float | None = None) -> tuple[list[int], list[int]]:
+        return refs[:num_returns], refs[num_returns:]
+
+    def get(self, ref: int) -> tuple[object, float, str, int]:
+        host, payload = self.submitted[ref]
+        return payload, 0.01, f"ray:{host}:{100 + ref}", self.niceness.get(host, 0)
+
+    def _submit(self, fn: object, payload: object, boxed: list[object], threads: int) -> int:
+        host = f"node{len(self.submitted) % 2}"  # tasks alternate between two nodes
+        self.submitted.append((host, payload))
+        return len(self.submitted) - 1
+
+
+def _fake_ray_executor(monkeypatch: pytest.MonkeyPatch, fake: _FakeRay) -> RayExecutor:
+    monkeypatch.setattr(parallel, "import_ray", lambda: fake)
+    return RayExecutor(threads=1)
+
+
+def test_a_local_ray_instance_gets_workers_at_normal_priority(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(RAY_NICENESS_VARIABLE, raising=False)
+    fake = _FakeRay()
+    _fake_ray_executor(monkeypatch, fake)
+    assert fake.env_at_init == "0"  # the raylet that ray.init starts reads it
+    assert RAY_NICENESS_VARIABLE not in os.environ  # set for the call only
+    monkeypatch.setenv(RAY_NICENESS_VARIABLE, "5")  # a value the user chose is kept
+    fake = _FakeRay()
+    _fake_ray_executor(monkeypatch, fake)
+    assert fake.env_at_init == "5" and os.environ[RAY_NICENESS_VARIABLE] == "5"
+
+
+def test_niced_ray_workers_get_one_warning_line_per_node(monkeypatch: pytest.MonkeyPatch,
+                                                         caplog: pytest.LogCaptureFixture) -> None:
+    ex = _fake_ray_executor(monkeypatch, _FakeRay({"node1": 15}))
+    with caplog.at_level(logging.WARNING, logger="evoprune.parallel"):
+        out = ex.run(job_fn, _jobs(1, 2, 3, 4, shared=None))
+    assert [o.value for o in out] == [1, 2, 3, 4] and all(o.ok for o in out)
+    assert len(caplog.records) == 1  # node0 runs at 0; node1 is reported once, not once per task
+    line = caplog.records[0].getMessage()
+    assert "\n" not in line and "node1" in line and "niceness 15" in line
+    assert "RAY_worker_niceness=0 ray start --head" in line
+    assert niced_workers_warning("node0", 0) is None

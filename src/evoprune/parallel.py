@@ -18,6 +18,7 @@ gives the same bits whichever executor or process runs it.
 from __future__ import annotations
 
 import contextlib
+import logging
 import multiprocessing
 import os
 import signal
@@ -34,6 +35,7 @@ from typing import Any, Literal
 from evoprune.errors import ConfigError, EvopruneError
 
 Status = Literal["ok", "error", "timeout", "crash"]
+log = logging.getLogger(__name__)
 JobFn = Callable[[Any, Any], Any]
 OnDone = Callable[["Outcome"], None]
 
@@ -474,15 +476,48 @@ _RAY_SHARED: OrderedDict[str, Any] = OrderedDict()  # per Ray worker process: sh
 _RAY_SHARED_KEEP = 8  # the most recently used shared objects a worker keeps
 
 
-def _ray_job(fn: JobFn, payload: Any, boxed: list[Any], threads: int) -> tuple[Any, float, str]:
+RAY_NICENESS_VARIABLE = "RAY_worker_niceness"  # read by the raylet when it starts; Ray's default is 15
+
+
+@contextlib.contextmanager
+def ray_workers_at_normal_priority() -> Iterator[None]:
+    """Have a Ray instance started in this block run its workers at niceness 0, not Ray's default 15 (at 15 any
+    ordinary job on the node starves them: a 2 s evaluation took 40 s beside one busy process). The raylet reads
+    the variable when ``ray.init`` starts it, so it is set only for the call (and a value the user set is kept);
+    connecting to a running cluster ignores it. ``_system_config`` would do the same for a new instance but makes
+    ``ray.init`` fail when it finds a running cluster."""
+    if RAY_NICENESS_VARIABLE in os.environ:
+        yield
+        return
+    os.environ[RAY_NICENESS_VARIABLE] = "0"
+    try:
+        yield
+    finally:
+        os.environ.pop(RAY_NICENESS_VARIABLE, None)
+
+
+def niced_workers_warning(host: str, niceness: int) -> str | None:
+    """The one-line warning for Ray workers found running at a raised niceness, or None when they run at 0."""
+    if niceness <= 0:
+        return None
+    return (f"Ray workers on {host} run at niceness {niceness}, so any other job on that node slows evaluations "
+            f"many times over; start each node with `{RAY_NICENESS_VARIABLE}=0 ray start --head ...` "
+            f"(`{RAY_NICENESS_VARIABLE}=0 ray start --address HEAD:6379 ...` on the others)")
+
+
+def _ray_job(fn: JobFn, payload: Any, boxed: list[Any], threads: int) -> tuple[Any, float, str, int]:
     """Body of one Ray task. ``boxed`` holds the shared object's ref inside a list, so Ray does not resolve it
-    for every task: each worker process fetches it once and keeps it."""
+    for every task: each worker process fetches it once and keeps it. Also reports the worker's niceness, so the
+    driver can warn about a cluster started without ``RAY_worker_niceness=0``."""
     import socket
 
     import torch
 
     if torch.get_num_threads() != threads:
         torch.set_num_threads(threads)
+    if torch.get_num_interop_threads() != 1:  # as in process workers; possible only before the first parallel op
+        with contextlib.suppress(RuntimeError):
+            torch.set_num_interop_threads(1)
     shared = None
     if boxed:
         ref = boxed[0]
@@ -497,7 +532,7 @@ def _ray_job(fn: JobFn, payload: Any, boxed: list[Any], threads: int) -> tuple[A
         shared = _RAY_SHARED[key]
     start = time.perf_counter()
     value = fn(payload, shared)
-    return value, time.perf_counter() - start, f"ray:{socket.gethostname()}:{os.getpid()}"
+    return value, time.perf_counter() - start, f"ray:{socket.gethostname()}:{os.getpid()}", os.nice(0)
 
 
 class RayExecutor(Executor):
@@ -511,6 +546,8 @@ class RayExecutor(Executor):
     past its limit is cancelled (its worker killed). ``max_in_flight`` overrides that window. Until as many tasks
     as fit at once have finished, a task also gets ``startup_grace`` seconds more: Ray starts its worker processes
     lazily, and starting one (importing torch, fetching the shared model and data) is not the candidate's fault.
+    A local instance started here runs its workers at niceness 0 (Ray's default, 15, lets any other job on the
+    node starve them); workers of a cluster found running niced get a one-line warning with the fix.
     """
 
     name = "ray"
@@ -527,7 +564,8 @@ class RayExecutor(Executor):
         if not ray.is_initialized():
             kwargs = {"include_dashboard": False, "log_to_driver": False, **(init_kwargs or {})}
             try:
-                ray.init(address=address or None, **kwargs)
+                with ray_workers_at_normal_priority():
+                    ray.init(address=address or None, **kwargs)
             except Exception as exc:
                 where = f"the Ray cluster at {address!r}" if address else "a local Ray instance"
                 raise ExecutorError(f"could not start or reach {where}: {_short_error(exc)}") from None
@@ -543,6 +581,7 @@ class RayExecutor(Executor):
         self._capacity = max(1, max_in_flight or min(by_cpu, by_gpu))
         self._remote = ray.remote(_ray_job)
         self._refs: dict[str, Any] = {}
+        self._niced_hosts: set[str] = set()
         self.resources = {k: v for k, v in resources.items() if k in ("CPU", "GPU", "memory")}
 
     @property
@@ -598,7 +637,8 @@ class RayExecutor(Executor):
         ray = self._ray
         elapsed = time.perf_counter() - started
         try:
-            value, seconds, worker = ray.get(ref)
+            value, seconds, worker, niceness = ray.get(ref)
+            self._check_niceness(worker, niceness)
             return Outcome(job.id, "ok", value, None, seconds, worker)
         except ray.exceptions.RayTaskError as exc:
             cause = exc.cause if getattr(exc, "cause", None) is not None else exc
@@ -607,6 +647,14 @@ class RayExecutor(Executor):
             return Outcome(job.id, "timeout", None, "Ray task cancelled", elapsed, "ray")
         except ray.exceptions.RayError as exc:  # worker crashed, node died, object lost
             return Outcome(job.id, "crash", None, _short_error(exc), elapsed, "ray")
+
+    def _check_niceness(self, worker: str, niceness: int) -> None:
+        """Warn once per node whose workers run niced (a cluster from ``ray start`` without the variable)."""
+        host = worker.split(":")[1]  # labels are ray:HOST:PID
+        message = niced_workers_warning(host, niceness)
+        if message is not None and host not in self._niced_hosts:
+            self._niced_hosts.add(host)
+            log.warning(message)
 
     def close(self) -> None:
         self._refs.clear()
