@@ -291,6 +291,10 @@ def _better(pair: PairStats, higher_is_better: bool) -> bool:
     return pair["win_rate"] > 0.5
 
 
+#: Untested pairs are listed by name up to this many, then only counted (a half-finished run has hundreds).
+UNTESTED_LISTED = 12
+
+
 def reading(table: PairwiseTable, *, alpha: float = 0.05) -> str:
     """One plain-language paragraph: which metrics are distinguishable from which (Wilcoxon p < alpha, the
     better side by the sign of the mean difference), which are not, and which pairs have too few non-zero
@@ -329,6 +333,8 @@ def reading(table: PairwiseTable, *, alpha: float = 0.05) -> str:
     if ties:
         text.append(f"Not distinguishable: {listed(ties, '~')}.")
     if untested:
+        count = sum(len(v) for v in untested.values())
+        pairs = listed(untested, "~") if count <= UNTESTED_LISTED else f"{count} pairs"
         text.append(f"Not distinguishable for lack of data (fewer than {MIN_NONZERO_PAIRS} non-zero paired "
-                    f"differences, so the test has no power): {listed(untested, '~')}.")
+                    f"differences, so the test has no power): {pairs}.")
     return " ".join(text)
