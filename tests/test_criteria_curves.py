@@ -69,3 +69,19 @@ def test_without_batchnorm_recalibration_changes_nothing(data) -> None:
 def test_no_ratio_raises(data, resnet) -> None:
     with pytest.raises(ConfigError):
         metric_curve(resnet, "l1", data, ratios=())
+
+
+def test_a_group_too_narrow_for_the_ratio_keeps_every_channel() -> None:
+    """floor(0.1 · 8) = 0: the MobileNetV2-style net's 8-channel group loses nothing, the others lose 10%."""
+    from evoprune.criteria.curves import prune_uniform
+    from evoprune.prune import ModelGraph
+
+    model = build_model("mobilenetv2", width=0.5).eval()
+    example = torch.zeros(1, 1, 28, 28)
+    groups = ModelGraph(model, example).prunable_groups()
+    scores = {g.name: torch.arange(g.width, dtype=torch.float32) for g in groups}
+    pruned = prune_uniform(model, scores, 0.1, example)
+    after = {g.name: g.width for g in ModelGraph(pruned, example).prunable_groups()}
+    for group in groups:
+        assert after[group.name] == group.width - int(0.1 * group.width)
+    assert any(g.width < 10 for g in groups)

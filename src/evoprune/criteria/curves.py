@@ -76,7 +76,7 @@ def prune_uniform(model: nn.Module, scores: Mapping[str, torch.Tensor], ratio: f
     groups = graph.prunable_groups()
     removals = resolve(PruneSchedule(ratio=ratio), groups, graph.all_groups()).removals
     for group in groups:
-        count = removals[group.name][0]
+        count = removals.get(group.name, (0,))[0]  # a group whose floor(ratio · width) is 0 loses nothing
         if count:
             graph.prune(group, sorted(torch.sort(scores[group.name], stable=True).indices[:count].tolist()))
     graph.check_runs()
