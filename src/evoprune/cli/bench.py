@@ -18,7 +18,6 @@ from rich.table import Table
 
 from evoprune.atomic import check_output
 from evoprune.bench import RunOptions, Target, available_targets, get_target, parse_seeds
-from evoprune.cli.common import apply_threads
 from evoprune.config import with_overrides
 from evoprune.errors import ConfigError
 
@@ -116,7 +115,6 @@ def run(args: argparse.Namespace) -> int:
     if args.preset is None:
         raise ConfigError(f"choose a protocol: evoprune bench {target.name} --preset {{{','.join(target.presets)}}} "
                           f"(see --list-presets)")
-    apply_threads(args.threads)
     check_output(args.out, option="--out", directory=True)
     if args.cache is not None:
         check_output(args.cache, option="--cache", directory=True)

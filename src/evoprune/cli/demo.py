@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from evoprune.atomic import check_output
-from evoprune.cli.common import add_runtime_args, apply_threads
+from evoprune.cli.common import add_runtime_args
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -35,7 +35,6 @@ def run(args: argparse.Namespace) -> int:
     from evoprune.cli.evolve import LiveView
     from evoprune.demo import run_demo, summary_table
 
-    apply_threads(args.threads)
     check_output(args.out, option="--out", directory=True)
     console = Console()
     result = run_demo(

@@ -15,7 +15,7 @@ from rich.table import Table
 from evoprune.atomic import check_output, write_atomic
 from evoprune.baseline import DataSpec, checkpoint_data
 from evoprune.checkpoint import load_checkpoint, pruning_history_of, save_checkpoint
-from evoprune.cli.common import add_runtime_args, apply_threads, check_fits_data, parse_key_values
+from evoprune.cli.common import add_runtime_args, check_fits_data, parse_key_values
 from evoprune.config import from_data, to_data, with_overrides
 from evoprune.errors import ConfigError
 from evoprune.prune import (
@@ -136,7 +136,6 @@ def _check_options(args: argparse.Namespace) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    apply_threads(args.threads)
     import torch
 
     _check_options(args)

@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from evoprune.atomic import check_output
-from evoprune.cli.common import add_runtime_args, apply_threads, check_fits_data
+from evoprune.cli.common import add_runtime_args, check_fits_data
 from evoprune.errors import ConfigError
 
 
@@ -150,7 +150,6 @@ def run(args: argparse.Namespace) -> int:
     from evoprune.search import search_masks, write_run
     from evoprune.search.plots import plot_history, plot_layers
 
-    apply_threads(args.threads)
     console = Console()
     config = _config(args)
     if args.out is not None:

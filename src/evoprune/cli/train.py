@@ -11,7 +11,7 @@ from rich.table import Table
 
 from evoprune.atomic import check_output, write_atomic
 from evoprune.baseline import BaselineSpec, DataSpec, get_baseline
-from evoprune.cli.common import add_data_args, add_runtime_args, apply_threads, parse_key_values
+from evoprune.cli.common import add_data_args, add_runtime_args, parse_key_values
 from evoprune.config import with_overrides
 from evoprune.data import available_datasets
 from evoprune.models import available_models
@@ -48,7 +48,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    apply_threads(args.threads)
     data_spec = DataSpec(args.data, split_seed=args.seed, val_fraction=args.val_fraction, normalize=args.normalize,
                          data_dir=args.data_dir)
     data = data_spec.load()
