@@ -21,11 +21,13 @@ from evoprune.errors import ConfigError
 from evoprune.prune import (
     PRESETS,
     ChannelPruner,
+    ModelGraph,
     PresetSchedule,
     PruneResult,
     PruneSchedule,
     export_onnx,
 )
+from evoprune.prune.table import read_table
 from evoprune.train import TRAIN_PRESETS, TrainConfig, get_train_preset
 
 
@@ -61,6 +63,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     how.add_argument("--counts", action="append", metavar="LAYER=N1,N2,...",
                      help="exact channels removed per step for a layer (repeatable)")
     how.add_argument("--steps", type=int, default=None, help="prune steps, each followed by fine-tuning (default 1)")
+    how.add_argument("--table", type=Path, default=None, metavar="FILE",
+                     help="a pruning table (channels each group loses, in one step) written by `evoprune search "
+                     "--space channels` (its tables/*.json)")
     how.add_argument("--global", dest="global_ranking", action="store_true", help="rank channels across layers")
     how.add_argument("--macs-target", type=float, default=None, help="keep this fraction of MACs (solves for --ratio)")
     how.add_argument("--ignore", action="append", metavar="LAYER", help="never prune this layer or glob (repeatable)")
@@ -101,13 +106,18 @@ def _schedule(args: argparse.Namespace) -> PruneSchedule | PresetSchedule:
                  "macs_target": args.macs_target, "min_channels": args.min_channels,
                  "ignore": tuple(args.ignore) if args.ignore else None, "global_ranking": args.global_ranking or None}
     overrides = {k: v for k, v in overrides.items() if v not in (None, {}, ())}
+    if args.table is not None:
+        if args.schedule or overrides:
+            raise ConfigError("--table fixes what is removed; drop --schedule/--ratio/--ratio-table/--counts/--steps/"
+                              "--macs-target/--global/--ignore/--min-channels, or drop --table")
+        return PruneSchedule(counts=read_table(args.table).counts(), name=f"table {args.table.name}")
     if args.schedule:
         if any(k in overrides for k in ("ratio", "ratios", "counts", "steps", "macs_target")):
             raise ConfigError(f"--schedule {args.schedule} fixes what is removed; drop --ratio/--ratio-table/--counts/"
                               "--steps/--macs-target, or drop --schedule")
         return PresetSchedule(args.schedule, **overrides)
     if not any(k in overrides for k in ("ratio", "ratios", "counts", "macs_target")):
-        raise ConfigError("say what to remove: --ratio R, --ratio-table LAYER=R, --counts LAYER=N,..., --macs-target F "
+        raise ConfigError("say what to remove: --ratio R, --ratio-table LAYER=R, --counts LAYER=N,..., --macs-target F, --table FILE "
                           f"or --schedule ({', '.join(sorted(PRESETS))})")
     if counts and "steps" not in overrides:
         overrides["steps"] = len(next(iter(counts.values())))
@@ -160,6 +170,9 @@ def run(args: argparse.Namespace) -> int:
         torch.manual_seed(args.seed)
         model = build_model(arch, **arch_kwargs)
     schedule = _schedule(args)
+    if args.table is not None:
+        groups = ModelGraph(model, data.train.x[:1]).prunable_groups()
+        read_table(args.table).check_fits(groups, where=f"--table {args.table}")
     metric_tag = re.sub(r"[^A-Za-z0-9_]+", "", args.metric)[:24] if re.fullmatch(r"[\w-]+", args.metric) else "formula"
     out = args.out or Path("runs") / f"{arch}-{data.name}-{metric_tag}-pruned.pt"
     json_path = args.json or out.with_suffix(".json")

@@ -5,7 +5,7 @@ right after pruning and after BatchNorm recalibration, and the statistics that r
 >>> curve = metric_curve(model, "eq3", data)                                  # one point per uniform ratio
 """
 
-from evoprune.criteria.curves import CurvePoint, group_scores, metric_curve
+from evoprune.criteria.curves import CurvePoint, group_scores, metric_curve, prune_lowest, prune_uniform
 from evoprune.criteria.oracle import OracleResult, oracle_importance
 from evoprune.criteria.recalibrate import recalibrate_batchnorm
 from evoprune.criteria.stats import (
@@ -23,6 +23,8 @@ __all__ = [
     "CurvePoint",
     "group_scores",
     "metric_curve",
+    "prune_lowest",
+    "prune_uniform",
     "OracleResult",
     "oracle_importance",
     "recalibrate_batchnorm",

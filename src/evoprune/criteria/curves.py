@@ -29,6 +29,7 @@ from evoprune.device import resolve_device
 from evoprune.errors import ConfigError
 from evoprune.prune import ModelGraph, PruneSchedule, PruningError, count_macs_params, resolve
 from evoprune.prune.importance import Coupling, MetricImportance
+from evoprune.prune.selection import lowest
 from evoprune.train import evaluate
 
 DEFAULT_RATIOS = (0.1, 0.2, 0.3, 0.4, 0.5)
@@ -67,20 +68,37 @@ def group_scores(model: nn.Module, metric: Any, data: DatasetSplits, *, samples:
     return out
 
 
+def prune_lowest(model: nn.Module, scores: Mapping[str, torch.Tensor], removals: Mapping[str, int],
+                 example: torch.Tensor) -> nn.Module:
+    """A copy of ``model`` with ``removals[name]`` lowest-scoring channels of each named prunable group removed
+    (ties by index, as :mod:`evoprune.prune.selection` breaks them; a count of 0 or a group left out loses nothing).
+
+    Scores index the unpruned channels: every group is pruned from the one cached ranking, so pruning a group
+    never shifts another group's channel indices.
+    """
+    pruned = copy.deepcopy(model)
+    graph = ModelGraph(pruned, example.to(next(pruned.parameters()).device))
+    groups = {g.name: g for g in graph.prunable_groups()}
+    unknown = sorted(set(removals) - set(groups))
+    if unknown:
+        raise PruningError(f"no prunable group named {', '.join(map(repr, unknown))} in {type(model).__name__}; "
+                           f"groups: {', '.join(groups)}")
+    for name, group in groups.items():
+        count = int(removals.get(name, 0))
+        if count:
+            graph.prune(group, lowest(scores[name], count))
+    graph.check_runs()
+    return pruned
+
+
 def prune_uniform(model: nn.Module, scores: Mapping[str, torch.Tensor], ratio: float,
                   example: torch.Tensor) -> nn.Module:
     """A copy of ``model`` with each prunable group's ``floor(ratio · width)`` lowest-scoring channels removed
     (ties by index, as :mod:`evoprune.prune.selection` breaks them): the architecture depends only on the ratio."""
-    pruned = copy.deepcopy(model)
-    graph = ModelGraph(pruned, example.to(next(pruned.parameters()).device))
-    groups = graph.prunable_groups()
-    removals = resolve(PruneSchedule(ratio=ratio), groups, graph.all_groups()).removals
-    for group in groups:
-        count = removals.get(group.name, (0,))[0]  # a group whose floor(ratio · width) is 0 loses nothing
-        if count:
-            graph.prune(group, sorted(torch.sort(scores[group.name], stable=True).indices[:count].tolist()))
-    graph.check_runs()
-    return pruned
+    graph = ModelGraph(model, example.to(next(model.parameters()).device))
+    removals = resolve(PruneSchedule(ratio=ratio), graph.prunable_groups(), graph.all_groups()).removals
+    # a group whose floor(ratio · width) is 0 loses nothing (resolve leaves it out)
+    return prune_lowest(model, scores, {name: counts[0] for name, counts in removals.items()}, example)
 
 
 def metric_curve(

@@ -8,7 +8,8 @@
 Modules: ``graph`` (traced model and named channel groups), ``importance`` (the Torch-Pruning importance that
 wraps a metric), ``schedule`` (per-step removal counts and the paper's presets), ``selection`` (which channels),
 ``pruner`` (the API), ``accounting`` (MACs, parameters, latency), ``history`` (the pruning record a checkpoint
-carries, and its replay), ``export`` (ONNX).
+carries, and its replay), ``export`` (ONNX), ``table`` (pruning tables on disk,
+``evoprune prune --table``).
 """
 
 from evoprune.prune.accounting import count_macs_params, measure_latency
