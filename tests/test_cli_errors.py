@@ -48,7 +48,7 @@ def digits_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.mark.parametrize("device", ["cuda:7", "bogus"])
 @pytest.mark.parametrize("command", [["train"], ["prune", "--model", "mlp"], ["search"], ["evolve"], ["demo"],
-                                     ["bench", "metrics", "--preset", "smoke"]])
+                                     ["bench", "criteria", "--preset", "smoke"]])
 def test_a_bad_device_is_refused_before_any_work(command: list[str], device: str,
                                                  capsys: pytest.CaptureFixture[str]) -> None:
     if device.startswith("cuda") and torch.cuda.device_count() > 7:

@@ -92,6 +92,8 @@ class CriteriaBenchSettings:
         missing = [r for r in self.finetune_ratios if r not in self.ratios]
         if missing:
             raise ConfigError(f"finetune_ratios {missing} are not among ratios {list(self.ratios)}")
+        if self.train.epochs < 1:
+            raise ConfigError(f"train.epochs must be ≥ 1 (the baselines are trained), got {self.train.epochs}")
         for key in ("scoring_samples", "oracle_samples", "recalibration_batches"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"{key} must be ≥ 1, got {getattr(self, key)}")

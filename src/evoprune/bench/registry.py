@@ -1,6 +1,7 @@
 """Benchmark targets: a name → (presets, options, run function) registry behind ``evoprune bench TARGET``.
 
-A target is one comparison table (``metrics``: every pruning metric at equal budgets). Each lives in its own
+A target is one comparison table (``criteria``: pruning functions told apart by oracle correlation,
+accuracy-vs-MACs curves and paired statistics; ``search``: the mask-search variants). Each lives in its own
 module of this package exposing ``TARGET``; add the module to ``TARGET_MODULES`` to enable it. The command line
 is generic: it adds the shared options (``--preset``, ``--seeds``, ``--device``, ``--set``, ``--out``,
 ``--resume``...) and each target's own :class:`Option` entries, builds the settings from the preset through
@@ -23,7 +24,6 @@ from evoprune.errors import ConfigError
 # target name -> module defining TARGET; modules load only when a target is used.
 TARGET_MODULES: dict[str, str] = {
     "criteria": "evoprune.bench.criteria",
-    "metrics": "evoprune.bench.metrics",
     "search": "evoprune.bench.search",
 }
 
@@ -147,7 +147,8 @@ def read_previous(path: Path, existing: Existing) -> dict[str, Any]:
         previous = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as exc:
         raise ConfigError(f"{path} is not a readable results file ({exc}); move it away or pass --fresh") from None
-    if existing == "error" and previous.get("runs"):
-        raise ConfigError(f"{path} already holds {len(previous['runs'])} finished runs; pass --resume to continue "
+    finished = len(previous.get("runs") or previous.get("records") or [])
+    if existing == "error" and finished:
+        raise ConfigError(f"{path} already holds {finished} finished runs; pass --resume to continue "
                           "(finished runs of the same settings are skipped) or --fresh to start over")
     return previous
