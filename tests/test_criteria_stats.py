@@ -12,6 +12,7 @@ from evoprune.criteria.stats import (
     compare_pair,
     curve_auc,
     group_correlations,
+    holm,
     mean_ranks,
     pairwise_table,
     rank_correlations,
@@ -153,6 +154,20 @@ def test_pairwise_table_and_reading():
     assert "good ~" not in text.split("Not distinguishable")[0]
     assert pairwise_table(_records({"good": [1.0] * 3, "x": [0.0] * 3}), seed=0) == pairwise_table(
         _records({"good": [1.0] * 3, "x": [0.0] * 3}), seed=0)
+
+
+def test_holm_by_hand_and_in_the_table():
+    # sorted 0.005, 0.01, 0.03, 0.04 times 4, 3, 2, 1 -> 0.02, 0.03, 0.06, 0.04 -> monotone: 0.04 becomes 0.06
+    assert holm([0.01, 0.04, 0.03, None, 0.005]) == pytest.approx([0.03, 0.06, 0.06, None, 0.02])
+    assert holm([0.5, 0.9]) == [1.0, 1.0] and holm([]) == []
+    table = _table()
+    tested = [p for p in table["pairs"] if p["p"] is not None]
+    assert tested and all(p["p"] <= p["p_holm"] <= 1.0 for p in tested)
+    assert all(p["p_holm"] is None for p in table["pairs"] if p["p"] is None)
+    unordered = {frozenset((p["a"], p["b"])): p["p"] for p in tested}
+    assert {frozenset((p["a"], p["b"])): p["p_holm"] for p in tested} == pytest.approx(
+        dict(zip(unordered, holm(list(unordered.values())))))
+    assert "Holm's correction" in reading(table)
 
 
 def test_plots_write_pngs(tmp_path):

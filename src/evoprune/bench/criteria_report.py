@@ -126,7 +126,9 @@ def render_markdown(results: Mapping[str, Any], *, plots: Mapping[str, str] | No
               f"Each (network, ratio, seed) cell ranks the metrics by test accuracy after BN recalibration "
               f"({table['ranked_cells']} complete cells; rank 1 = best); right after pruning in brackets. Paired "
               "against the anchors over the same cells: win rate, Wilcoxon signed-rank p (two-sided; — = fewer than "
-              "6 non-zero differences), mean difference in accuracy points with its bootstrap 95% interval.", ""]
+              "6 non-zero differences; * = still < 0.05 after Holm's correction for every pair of the table), mean "
+              "difference in accuracy points with its bootstrap 95% interval. The cells of one network and seed share "
+              "its channel scores, so they are not independent: read the p-values as optimistic.", ""]
     human = [mt for mt in table["metrics"] if mt in HUMAN]
     anchors = [a for a in ANCHORS if a in table["metrics"]]
     if human and human[0] not in anchors:
@@ -142,7 +144,7 @@ def render_markdown(results: Mapping[str, Any], *, plots: Mapping[str, str] | No
             if pair is None:
                 cols.append("")
                 continue
-            p = "—" if pair["p"] is None else f"{pair['p']:.2g}"
+            p = "—" if pair["p"] is None else f"{pair['p']:.2g}" + ("*" if (pair["p_holm"] or 1.0) < 0.05 else "")
             cols.append(f"{pair['win_rate']:.0%}, p {p}, {100 * pair['mean_diff']:+.1f} "
                         f"[{100 * pair['ci_low']:+.1f}, {100 * pair['ci_high']:+.1f}]")
         lines.append(f"| {mt} | {table['mean_rank'][mt]:.2f} ({pruned_ranks.get(mt, float('nan')):.2f}) | "

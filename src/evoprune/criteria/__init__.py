@@ -12,6 +12,7 @@ from evoprune.criteria.stats import (
     compare_pair,
     curve_auc,
     group_correlations,
+    holm,
     mean_ranks,
     pairwise_table,
     rank_correlations,
@@ -34,6 +35,7 @@ __all__ = [
     "curve_auc",
     "mean_ranks",
     "compare_pair",
+    "holm",
     "pairwise_table",
     "reading",
 ]

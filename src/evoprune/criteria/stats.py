@@ -8,7 +8,7 @@ again from the file alone; the only randomness (the bootstrap) is drawn from a s
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from itertools import combinations
 from typing import TypedDict
 
@@ -47,7 +47,9 @@ class CorrelationSummary(TypedDict):
 class PairStats(TypedDict):
     """Metric ``a`` against metric ``b`` over the cells both have; ``mean_diff`` is ``a - b`` in the values' unit.
 
-    ``p`` is ``None`` when fewer than ``MIN_NONZERO_PAIRS`` differences are non-zero (the test has no power)."""
+    ``p`` is ``None`` when fewer than ``MIN_NONZERO_PAIRS`` differences are non-zero (the test has no power);
+    ``p_holm`` is ``p`` adjusted by Holm's step-down correction over every pair tested in the same table (a pair
+    tested alone: ``p``)."""
 
     a: str
     b: str
@@ -55,6 +57,7 @@ class PairStats(TypedDict):
     n_nonzero: int
     win_rate: float
     p: float | None
+    p_holm: float | None
     mean_diff: float
     ci_low: float
     ci_high: float
@@ -251,15 +254,32 @@ def compare_pair(a: ArrayLike, b: ArrayLike, *, names: tuple[str, str] = ("a", "
     cells (``a[i]`` and ``b[i]`` measured in the same network, ratio and seed)."""
     diff = _paired_diff(a, b)
     low, high = bootstrap_mean_ci(diff, seed=seed, resamples=resamples)
+    p = wilcoxon_p(diff)
     return PairStats(a=names[0], b=names[1], n=int(diff.size), n_nonzero=int(np.count_nonzero(diff)),
-                     win_rate=_win_rate(diff, higher_is_better), p=wilcoxon_p(diff),
+                     win_rate=_win_rate(diff, higher_is_better), p=p, p_holm=p,
                      mean_diff=float(diff.mean()), ci_low=low, ci_high=high)
+
+
+def holm(p_values: Sequence[float | None]) -> list[float | None]:
+    """Holm–Bonferroni adjusted p-values, in the input order: the k-th smallest of m tested p-values times
+    (m − k + 1), made monotone and capped at 1. ``None`` (not tested) stays ``None`` and is not counted in m.
+
+    Rejecting where the adjusted p < α keeps the chance of any false "distinguishable" at most α over the
+    whole table, whatever the dependence between the tests."""
+    tested = sorted((p, i) for i, p in enumerate(p_values) if p is not None)
+    adjusted: list[float | None] = [None] * len(p_values)
+    running = 0.0
+    for k, (p, i) in enumerate(tested):
+        running = max(running, min(1.0, (len(tested) - k) * p))
+        adjusted[i] = running
+    return adjusted
 
 
 def _mirror(pair: PairStats) -> PairStats:
     """``b`` against ``a``: the same test and resamples, seen from the other side."""
     return PairStats(a=pair["b"], b=pair["a"], n=pair["n"], n_nonzero=pair["n_nonzero"],
-                     win_rate=1.0 - pair["win_rate"], p=pair["p"], mean_diff=-pair["mean_diff"],
+                     win_rate=1.0 - pair["win_rate"], p=pair["p"], p_holm=pair["p_holm"],
+                     mean_diff=-pair["mean_diff"],
                      ci_low=-pair["ci_high"], ci_high=-pair["ci_low"])
 
 
@@ -268,17 +288,21 @@ def pairwise_table(records: Iterable[Mapping[str, object]], *, higher_is_better:
     """Every metric against every other over the cells both have, from long-format records
     ``{"metric", "network", "ratio", "seed", "value"}``; metrics sorted by mean rank (ties by name).
 
-    Each unordered pair is tested once and mirrored, so ``(a, b)`` and ``(b, a)`` agree exactly."""
+    Each unordered pair is tested once and mirrored, so ``(a, b)`` and ``(b, a)`` agree exactly; ``p_holm``
+    corrects for every unordered pair tested."""
     table = _cells(records)
     ranks, ranked_cells = _mean_ranks(table, higher_is_better)
     metrics = sorted(table, key=lambda m: (ranks[m], m))
-    pairs: list[PairStats] = []
+    tested: list[PairStats] = []
     for a, b in combinations(metrics, 2):
         shared = sorted(set(table[a]) & set(table[b]))
         if not shared:
             raise ConfigError(f"metrics {a} and {b} share no (network, ratio, seed) cell")
-        pair = compare_pair([table[a][c] for c in shared], [table[b][c] for c in shared], names=(a, b),
-                            higher_is_better=higher_is_better, seed=seed, resamples=resamples)
+        tested.append(compare_pair([table[a][c] for c in shared], [table[b][c] for c in shared], names=(a, b),
+                                   higher_is_better=higher_is_better, seed=seed, resamples=resamples))
+    pairs: list[PairStats] = []
+    for pair, adjusted in zip(tested, holm([pair["p"] for pair in tested])):
+        pair["p_holm"] = adjusted
         pairs += [pair, _mirror(pair)]
     return PairwiseTable(metrics=metrics, mean_rank={m: ranks[m] for m in metrics}, ranked_cells=ranked_cells,
                          higher_is_better=higher_is_better, pairs=pairs)
@@ -291,27 +315,30 @@ def _better(pair: PairStats, higher_is_better: bool) -> bool:
     return pair["win_rate"] > 0.5
 
 
-#: Untested pairs are listed by name up to this many, then only counted (a half-finished run has hundreds).
+#: Undistinguished and untested pairs are listed by name up to this many, then only counted (a table of 25
+#: metrics has 300 pairs).
 UNTESTED_LISTED = 12
 
 
 def reading(table: PairwiseTable, *, alpha: float = 0.05) -> str:
-    """One plain-language paragraph: which metrics are distinguishable from which (Wilcoxon p < alpha, the
-    better side by the sign of the mean difference), which are not, and which pairs have too few non-zero
-    differences to test. Pairs are listed once each, metrics in mean-rank order."""
+    """One plain-language paragraph: which metrics are distinguishable from which (Holm-corrected Wilcoxon
+    p < alpha over every tested pair of the table, the better side by the sign of the mean difference), which
+    are not, and which pairs have too few non-zero differences to test. Pairs are listed once each, metrics in
+    mean-rank order."""
     order = {m: i for i, m in enumerate(table["metrics"])}
     beats: dict[str, list[str]] = {}
     ties: dict[str, list[str]] = {}
     untested: dict[str, list[str]] = {}
-    tested = 0
+    tested = uncorrected = 0
     for pair in table["pairs"]:
         if order[pair["a"]] > order[pair["b"]]:
             continue
-        if pair["p"] is None:
+        if pair["p"] is None or pair["p_holm"] is None:
             untested.setdefault(pair["a"], []).append(pair["b"])
             continue
         tested += 1
-        if pair["p"] >= alpha:
+        uncorrected += pair["p"] < alpha
+        if pair["p_holm"] >= alpha:
             ties.setdefault(pair["a"], []).append(pair["b"])
         elif _better(pair, table["higher_is_better"]):
             beats.setdefault(pair["a"], []).append(pair["b"])
@@ -327,11 +354,15 @@ def reading(table: PairwiseTable, *, alpha: float = 0.05) -> str:
     ranked = ", ".join(f"{m} {table['mean_rank'][m]:.1f}" for m in table["metrics"])
     text = [f"Paired over the same (network, ratio, seed) cells, two-sided Wilcoxon signed-rank test at "
             f"α = {alpha:g}; metrics by mean rank ({ranked}); \"A > B\" reads \"A is better than B\".",
-            f"Distinguishable ({found} of {tested} tested pairs; about {tested * alpha:.1f} would pass by chance "
-            f"if no metric differed, no correction for multiple comparisons): "
-            f"{listed(beats, '>')}." if found else f"No pair of the {tested} tested is distinguishable."]
-    if ties:
-        text.append(f"Not distinguishable: {listed(ties, '~')}.")
+            f"Distinguishable after Holm's correction for the {tested} tests ({found} pairs; {uncorrected} pass "
+            f"uncorrected, where about {tested * alpha:.1f} would by chance if no metric differed): "
+            f"{listed(beats, '>')}." if found else
+            f"No pair of the {tested} tested is distinguishable after Holm's correction ({uncorrected} pass "
+            f"uncorrected, where about {tested * alpha:.1f} would by chance if no metric differed)."]
+    if ties and found:
+        count = sum(len(v) for v in ties.values())
+        text.append(f"Not distinguishable: {listed(ties, '~')}." if count <= UNTESTED_LISTED else
+                    f"The other {count} tested pairs are not distinguishable.")
     if untested:
         count = sum(len(v) for v in untested.values())
         pairs = listed(untested, "~") if count <= UNTESTED_LISTED else f"{count} pairs"
