@@ -1,4 +1,5 @@
-"""``evoprune search``: SA or GA weight-mask search on a trained model, in the seed's mode or the improved one."""
+"""``evoprune search``: SA or GA weight-mask search on a trained model, in the seed's mode or the improved one;
+with ``--space channels``, SA / GA / NSGA-II over per-group channel counts under a MACs or parameter budget."""
 
 from __future__ import annotations
 
@@ -18,14 +19,21 @@ from evoprune.errors import ConfigError
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "search",
-        help="simulated-annealing / genetic-algorithm search of weight pruning masks, layer by layer",
-        description="Search one boolean mask per conv/linear weight with SA or GA (mask-search seed). "
-        "--preset seed reproduces the reference (test-split evaluation, absolute loss caps); --preset improved "
-        "selects on validation with a budget relative to the baseline. Writes results.json, history.jsonl, "
-        "masks.pt (torch.nn.utils.prune masks) and plots.",
+        help="SA / GA search of weight pruning masks, or (--space channels) of per-layer channel counts",
+        description="--space weights (default): search one boolean mask per conv/linear weight with SA or GA "
+        "(mask-search seed). --preset seed reproduces the reference (test-split evaluation, absolute loss caps); "
+        "--preset improved selects on validation with a budget relative to the baseline. Writes results.json, "
+        "history.jsonl, masks.pt (torch.nn.utils.prune masks) and plots. --space channels: search how many "
+        "channels each prunable group keeps (SA, GA, or NSGA-II with --pareto) under --macs-target or "
+        "--params-target, the metric choosing the channels, allocations compared by validation accuracy after "
+        "BatchNorm recalibration; writes results.json, tables/*.json (for `evoprune prune --table`), front.png, "
+        "keep.png, and fine-tunes the chosen allocation.",
     )
-    p.add_argument("--algorithm", choices=["sa", "ga", "both"], default="sa", help="search algorithm (both: SA then GA, one figure)")
-    p.add_argument("--preset", choices=["seed", "improved"], default="seed")
+    p.add_argument("--space", choices=["weights", "channels"], default="weights",
+                   help="weights: mask search (default); channels: per-layer channel counts (layer budget)")
+    p.add_argument("--algorithm", choices=["sa", "ga", "both", "nsga2"], default=None,
+                   help="search algorithm (default sa; both: SA then GA, one figure; nsga2: --space channels --pareto)")
+    p.add_argument("--preset", choices=["seed", "improved"], default=None, help="weights: mask-search preset (default seed)")
     p.add_argument("--checkpoint", type=Path, default=None, help="trained model from `evoprune train` (default: train --model first)")
     p.add_argument("--model", default="lenet5_d2l", help="zoo model to train when no --checkpoint is given")
     p.add_argument("--train-epochs", type=int, default=None, help="epochs when training the model here")
@@ -60,9 +68,67 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     g.add_argument("--eval-size", type=int, default=None, help="images of the selection split per evaluation (default all)")
     g.add_argument("--batch-size", type=int, default=None, help="images per forward chunk")
     g.add_argument("--no-baselines", action="store_true", help="skip random/magnitude pruning at the same sparsity")
-    p.add_argument("--out", type=Path, default=None, help="run directory (default runs/search-<algorithm>-<preset>-<data>-s<seed>)")
+    c = p.add_argument_group("--space channels (the budget and what compares allocations; --set reaches every field "
+                             "of evoprune.search.channels.ChannelSearchConfig)")
+    c.add_argument("--metric", default=None, help="metric name or formula choosing channels inside a group (default eq3)")
+    c.add_argument("--macs-target", type=float, default=None, help="keep at most this fraction of MACs (default 0.5)")
+    c.add_argument("--params-target", type=float, default=None, help="keep at most this fraction of parameters")
+    c.add_argument("--pareto", action="store_true", help="NSGA-II front of accuracy against MACs (or parameters)")
+    c.add_argument("--evaluations", type=int, default=None, help="distinct allocations measured (default 500)")
+    c.add_argument("--objective", choices=["accuracy", "loss"], default=None, help="validation accuracy (default) or loss")
+    c.add_argument("--min-keep", type=float, default=None, help="smallest share of a group kept (default 0.1)")
+    c.add_argument("--val-samples", type=int, default=None, help="validation images per evaluation (default 1000)")
+    p.add_argument("--out", type=Path, default=None,
+                   help="run directory (default runs/search-<algorithm>-<preset>-<data>-s<seed>, or "
+                   "runs/search-channels-<algorithm>-<data>-s<seed>)")
     add_runtime_args(p)
     p.set_defaults(func=run)
+
+
+_WEIGHT_ONLY = ("preset", "iterations", "joint_iterations", "generations", "joint_generations", "population",
+                "mutation_rate", "budget", "budget_metric", "warmup", "cap_reference_loss", "sparsity", "restore_ratio",
+                "magnitude_bias", "finetune_between", "joint_rounds", "eval_size", "batch_size", "layers")
+_CHANNEL_ONLY = ("metric", "macs_target", "params_target", "evaluations", "objective", "min_keep", "val_samples")
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _check_space(args: argparse.Namespace) -> None:
+    """Refuse options of the other space, and algorithms the chosen space has not."""
+    channels = args.space == "channels"
+    wrong = [_flag(n) for n in (_WEIGHT_ONLY if channels else _CHANNEL_ONLY) if getattr(args, n) is not None]
+    wrong += ["--no-baselines"] * (channels and args.no_baselines) + ["--pareto"] * (not channels and args.pareto)
+    if wrong:
+        raise ConfigError(f"{', '.join(wrong)} {'do' if len(wrong) > 1 else 'does'} not apply to --space {args.space}; "
+                          f"drop {'them' if len(wrong) > 1 else 'it'} or use --space {'weights' if channels else 'channels'}")
+    if channels and args.algorithm == "both":
+        raise ConfigError("--space channels runs one algorithm: --algorithm sa, ga, or nsga2 (with --pareto)")
+    if not channels and args.algorithm == "nsga2":
+        raise ConfigError("--algorithm nsga2 searches channel counts: add --space channels --pareto")
+    if channels and args.pareto and args.algorithm not in (None, "nsga2"):
+        raise ConfigError(f"--pareto runs NSGA-II, not {args.algorithm}; drop --algorithm {args.algorithm}")
+    if channels and args.algorithm == "nsga2" and not args.pareto:
+        raise ConfigError("--algorithm nsga2 searches the accuracy-vs-cost front: add --pareto")
+    args.algorithm = args.algorithm or ("nsga2" if args.pareto else "sa")
+
+
+def _channel_config(args: argparse.Namespace) -> Any:
+    from evoprune.config import from_data, to_data, with_overrides
+    from evoprune.search.channels import ChannelSearchConfig
+
+    data = to_data(ChannelSearchConfig())
+    if args.params_target is not None or (args.pareto and args.macs_target is None):
+        data["macs_target"] = None  # the default MACs target gives way to a parameter target or a whole front
+    given = {"algorithm": args.algorithm, "metric": args.metric, "macs_target": args.macs_target,
+             "params_target": args.params_target, "evaluations": args.evaluations, "objective": args.objective,
+             "min_keep": args.min_keep, "val_samples": args.val_samples}
+    data.update({k: v for k, v in given.items() if v is not None})
+    for key, value in (("epochs", args.finetune_epochs), ("lr", args.finetune_lr)):
+        if value is not None:
+            data["finetune"][key] = value
+    return with_overrides(from_data(ChannelSearchConfig, data), args.overrides)
 
 
 def _config(args: argparse.Namespace) -> Any:
@@ -73,7 +139,7 @@ def _config(args: argparse.Namespace) -> Any:
     ga = {k: v for k, v in {"generations": args.generations, "joint_generations": args.joint_generations,
                             "population": args.population}.items() if v is not None}
     config = preset(
-        args.preset, sa=sa or None, ga=ga or None, mutation_rate=args.mutation_rate, budget=args.budget,
+        args.preset or "seed", sa=sa or None, ga=ga or None, mutation_rate=args.mutation_rate, budget=args.budget,
         budget_metric=args.budget_metric, warmup=args.warmup, cap_reference_loss=args.cap_reference_loss,
         sparsity=args.sparsity, restore_ratio=args.restore_ratio, magnitude_bias=args.magnitude_bias,
         finetune_epochs=args.finetune_epochs, finetune_between=args.finetune_between, joint_rounds=args.joint_rounds,
@@ -146,11 +212,51 @@ def _layer_table(name: str, result: Any) -> Table:
     return table
 
 
+def _run_channels(args: argparse.Namespace, console: Console) -> int:
+    from evoprune.search.channels import search_channels, write_channel_run
+
+    config = _channel_config(args)
+    if args.out is not None:
+        check_output(args.out, option="--out", directory=True)
+    model, data, source = _model_and_data(args, console)
+    out = args.out or Path("runs") / f"search-channels-{config.algorithm}-{data.name}-s{args.seed}"
+    check_output(out, option="--out", directory=True)
+    result = search_channels(model, data, config, seed=args.seed, progress=not args.quiet)
+    result.machine.update(source)
+    paths = write_channel_run(result, out)
+    table = Table(title=f"{config.algorithm.upper()} channel search, metric {config.metric} (validation after BN "
+                  "recalibration; test once after fine-tuning)")
+    for column in ("allocation", "MACs kept", "params kept", "val acc", "val loss"):
+        table.add_column(column, justify="right")
+    rows = [(n, result.record(n)) for n in ("chosen", *result.references)]
+    rows += [(f"front {k}", result.records[i]) for k, i in enumerate(result.front)]
+    for name, r in rows:
+        if r is not None:
+            table.add_row(name, f"{r['macs_kept']:.2%}", f"{r['params_kept']:.2%}", f"{r['accuracy']:.4f}",
+                          f"{r['loss']:.4f}")
+    console.print(table)
+    if result.finetuned is not None:
+        f = result.finetuned
+        console.print(f"chosen allocation fine-tuned {f['epochs']} epoch(s): val {f['val_accuracy']:.4f}, "
+                      f"test {f['test_accuracy']:.4f} (loss {f['test_loss']:.4f})")
+    seconds = result.seconds
+    console.print(f"{len(result.records)} allocations in {seconds['search']:.0f} s of search (recalibration "
+                  f"{seconds['evaluation_recalibrate']:.0f} s, evaluation {seconds['evaluation_evaluate']:.0f} s, "
+                  f"pruning {seconds['evaluation_prune']:.0f} s); run directory: {out}")
+    if "table_chosen" in paths:
+        console.print(f"apply it: evoprune prune --checkpoint CHECKPOINT --metric {config.metric} --table "
+                      f"{paths['table_chosen']}")
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     from evoprune.search import search_masks, write_run
     from evoprune.search.plots import plot_history, plot_layers
 
     console = Console()
+    _check_space(args)
+    if args.space == "channels":
+        return _run_channels(args, console)
     config = _config(args)
     if args.out is not None:
         check_output(args.out, option="--out", directory=True)
@@ -159,7 +265,7 @@ def run(args: argparse.Namespace) -> int:
     if layers == []:
         raise ConfigError("--layers is empty; give comma-separated layer names or leave it out")
     algorithms = ["sa", "ga"] if args.algorithm == "both" else [args.algorithm]
-    out = args.out or Path("runs") / f"search-{args.algorithm}-{args.preset}-{data.name}-s{args.seed}"
+    out = args.out or Path("runs") / f"search-{args.algorithm}-{args.preset or 'seed'}-{data.name}-s{args.seed}"
     check_output(out, option="--out", directory=True)
     results = {}
     for algorithm in algorithms:

@@ -5,11 +5,18 @@ boolean mask per conv/linear weight, layer by layer, under a loss (or accuracy) 
 >>> write_run(result, "runs/sa-seed")                                       # JSON, history, masks, plots
 >>> apply_masks(model, result.masks)                                        # torch.nn.utils.prune masks
 
+``search_channels`` (``search.channels``, issue 14) searches the other space: how many channels each prunable
+group keeps, under a MACs or parameter budget (SA, GA) or along the accuracy-vs-MACs front (NSGA-II)::
+
+>>> result = search_channels(model, data, ChannelSearchConfig(macs_target=0.5), seed=0)
+>>> write_channel_run(result, "runs/channels")          # tables/chosen.json for `evoprune prune --table`
+
 Speed comes from ``MaskEvaluator``: the activations entering the searched layer are computed once per layer, only
 the rest of the model runs per candidate, and a GA population is scored in one ``vmap``-batched forward.
 """
 
 from evoprune.search.baselines import BASELINE_KINDS, baseline_masks
+from evoprune.search.channels import ChannelSearchConfig, ChannelSearchResult, search_channels, write_channel_run
 from evoprune.search.config import PRESETS, GAConfig, SAConfig, SearchConfig, preset
 from evoprune.search.evaluator import MaskEvaluator, Metrics, evaluate_masked
 from evoprune.search.graph import LayerGraph, PrunableLayer
@@ -28,6 +35,8 @@ from evoprune.search.schedules import (
 
 __all__ = [
     "BASELINE_KINDS",
+    "ChannelSearchConfig",
+    "ChannelSearchResult",
     "PRESETS",
     "Constraint",
     "GAConfig",
@@ -55,8 +64,10 @@ __all__ = [
     "masks_from_model",
     "preset",
     "save_masks",
+    "search_channels",
     "search_masks",
     "seed_loss_caps",
     "sparsity_from_counts",
+    "write_channel_run",
     "write_run",
 ]
