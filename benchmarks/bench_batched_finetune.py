@@ -9,6 +9,7 @@ Then, to see why: one training step per member (forward, backward, Adam) one by 
 convolution and pooling kernels (what batching cannot amortise) as opposed to per-op overhead.
 
     .venv/bin/python benchmarks/bench_batched_finetune.py --threads 1 [--repeats 5] [--vgg]
+    python benchmarks/bench_batched_finetune.py --device cuda --out DIR   # on a GPU: results as batched_finetune_cuda
 """
 
 from __future__ import annotations
@@ -18,15 +19,16 @@ import copy
 import os
 import statistics
 import time
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch.func import functional_call, stack_module_state, vmap
 from torch.profiler import profile
 
-from _common import median_seconds, write_results
+from _common import RESULTS, median_seconds, write_results
 from evoprune.data import load_dataset
-from evoprune.device import machine
+from evoprune.device import machine, resolve_device
 from evoprune.evolve.batched import stack_models, train_stacked
 from evoprune.models import build_model
 from evoprune.prune import ChannelPruner
@@ -49,16 +51,16 @@ def pruned_models(arch: str, arch_args: dict, data, schedule: str, count: int) -
     return out
 
 
-def time_finetune(models: list[torch.nn.Module], data, repeats: int) -> dict[str, float]:
+def time_finetune(models: list[torch.nn.Module], data, repeats: int, device: torch.device) -> dict[str, float]:
     """Median seconds per candidate: one by one (train.train on models[0]) and stacked for each K.
 
     Repeats go round-robin over the settings, so a change in the machine's load hits every setting alike.
     """
     recipe = TRAIN_PRESETS["finetune"].with_overrides(epochs=1)
-    runs = {"one_by_one": (lambda: train(copy.deepcopy(models[0]), data, recipe, progress=False), 1)}
+    runs = {"one_by_one": (lambda: train(copy.deepcopy(models[0]), data, recipe, progress=False, device=device), 1)}
     for k in KS:
         runs[f"stacked_{k}"] = (lambda k=k: train_stacked([copy.deepcopy(m) for m in models[:k]], data, recipe,
-                                                          seeds=list(range(k))), k)
+                                                          seeds=list(range(k)), device=device), k)
     times: dict[str, list[float]] = {name: [] for name in runs}
     for _ in range(repeats + 1):  # the first round warms up
         for name, (run, k) in runs.items():
@@ -68,10 +70,11 @@ def time_finetune(models: list[torch.nn.Module], data, repeats: int) -> dict[str
     return {name: statistics.median(values[1:]) for name, values in times.items()}
 
 
-def step_times(models: list[torch.nn.Module], data, k: int, repeats: int) -> dict[str, float]:
+def step_times(models: list[torch.nn.Module], data, k: int, repeats: int, device: torch.device) -> dict[str, float]:
     """Milliseconds per member of one training step (batch 128, Adam): one by one, vmap-stacked, grouped layers."""
-    x = data.train.x[:128 * k].reshape(k, 128, *data.train.x.shape[1:])
-    y = data.train.y[:128 * k].reshape(k, 128)
+    x = data.train.x[:128 * k].reshape(k, 128, *data.train.x.shape[1:]).to(device)
+    y = data.train.y[:128 * k].reshape(k, 128).to(device)
+    models = [copy.deepcopy(m).to(device) for m in models[:k]]
 
     def runner(forward, params) -> callable:
         optimizer = torch.optim.Adam(params, lr=1e-3)
@@ -82,6 +85,8 @@ def step_times(models: list[torch.nn.Module], data, k: int, repeats: int) -> dic
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)  # time the work, not its queueing
         return step
 
     single = copy.deepcopy(models[0]).train()
@@ -99,7 +104,7 @@ def step_times(models: list[torch.nn.Module], data, k: int, repeats: int) -> dic
 
 
 def kernel_share(model: torch.nn.Module, data) -> float:
-    """Fraction of one-by-one fine-tuning's CPU time spent inside convolution and max-pool kernels."""
+    """Fraction of one-by-one fine-tuning's CPU time spent inside convolution and max-pool kernels (CPU only)."""
     recipe = TRAIN_PRESETS["finetune"].with_overrides(epochs=1)
     with profile() as prof:
         train(copy.deepcopy(model), data, recipe, progress=False)
@@ -113,8 +118,12 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--vgg", action="store_true", help="also VGG-11 ×0.25 on digits (vgg16_paper schedule)")
+    parser.add_argument("--device", default="cpu", help="cpu (default), cuda, auto")
+    parser.add_argument("--out", type=Path, default=RESULTS, help="results folder (default benchmarks/results)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    device = resolve_device(args.device)
+    suffix = "" if device.type == "cpu" else f"_{device.type}"
     tasks = [("lenet5-mnist5k", "lenet5", {}, "mnist5k", "lenet5_paper")]
     if args.vgg:
         tasks.append(("vgg11x0.25-digits", "vgg", {"depth": 11, "width": 0.25}, "digits", "vgg16_paper"))
@@ -125,15 +134,15 @@ def main() -> None:
         models = pruned_models(arch, arch_args, data, schedule, max(KS))
         load_before = os.getloadavg()[0]
         row = {"task": name, "schedule": schedule, "train": len(data.train), "val": len(data.val),
-               **time_finetune(models, data, args.repeats)}
-        row["steps_ms"] = {str(k): step_times(models, data, k, args.repeats) for k in (1, 8)}
-        row["kernel_share"] = kernel_share(models[0], data)
+               **time_finetune(models, data, args.repeats, device)}
+        row["steps_ms"] = {str(k): step_times(models, data, k, args.repeats, device) for k in (1, 8)}
+        row["kernel_share"] = kernel_share(models[0], data) if device.type == "cpu" else None
         row["load"] = [load_before, os.getloadavg()[0]]
         rows.append(row)
 
     lines = [
         f"Population-batched fine-tuning, seconds per candidate (1 epoch, `finetune` recipe: Adam, batch 128, cosine), "
-        f"{args.threads} thread(s), median of {args.repeats}; one by one = `train.train`, stacked = "
+        f"{_where(device, args.threads)}, median of {args.repeats}; one by one = `train.train`, stacked = "
         "`evolve.batched.train_stacked` (grouped layers, channels-last).",
         "",
         "| task | train / val | one by one | " + " | ".join(f"stacked K={k}" for k in KS) + " | K=8 speed-up | load |",
@@ -148,13 +157,20 @@ def main() -> None:
               "| task | K | one by one | vmap(functional_call) | grouped layers | conv + pool kernels |", "|---|---|---|---|---|---|"]
     for r in rows:
         for k, s in r["steps_ms"].items():
+            share = "–" if r["kernel_share"] is None else f"{r['kernel_share']:.0%}"
             lines.append(f"| {r['task']} | {k} | {s['one_by_one']:.2f} | {s['vmap']:.2f} | {s['grouped']:.2f} | "
-                         f"{r['kernel_share']:.0%} |")
+                         f"{share} |")
     info = machine()
     lines += ["", f"Machine: {info['nproc']} cores, {info['cpu']}, torch {info['torch']}; load average (1 min) before "
               f"and after each task shown; {time.perf_counter() - start:.0f} s; run {time.strftime('%Y-%m-%d')}."]
-    write_results("batched_finetune", {"machine": info, "threads": args.threads, "repeats": args.repeats,
-                                       "rows": rows}, "\n".join(lines))
+    if device.type == "cuda":
+        lines[-1] += f" GPU: {torch.cuda.get_device_name(device)}."
+    write_results(f"batched_finetune{suffix}", {"machine": info, "device": str(device), "threads": args.threads,
+                                                "repeats": args.repeats, "rows": rows}, "\n".join(lines), out=args.out)
+
+
+def _where(device: torch.device, threads: int) -> str:
+    return f"{threads} thread(s)" if device.type == "cpu" else f"on {device} ({torch.cuda.get_device_name(device)})"
 
 
 if __name__ == "__main__":
