@@ -24,10 +24,10 @@ TINY = ["--preset", "smoke", "--seeds", "0", "--metrics", "WL1", "--models", "re
         "--quiet"]
 
 
-def test_the_targets_are_criteria_and_search() -> None:
+def test_the_targets_are_criteria_search_and_budget() -> None:
     """``bench metrics`` (one cut at ≈50% MACs, a table that could not tell metrics apart) is gone: one transfer
     benchmark, ``criteria``."""
-    assert available_targets() == ["criteria", "search"]
+    assert available_targets() == ["criteria", "search", "budget"]
 
 
 def test_bad_target_preset_and_settings_are_clear_errors(capsys: pytest.CaptureFixture[str]) -> None:
@@ -47,7 +47,7 @@ def test_bad_target_preset_and_settings_are_clear_errors(capsys: pytest.CaptureF
     assert "unknown setting 'finetun'. Did you mean 'finetune'?" in capsys.readouterr().err
     assert main(["bench", "criteria", "--preset", "smoke", "--set", "train.epochs=0"]) == 2
     assert "train.epochs must be ≥ 1 (the baselines are trained), got 0" in capsys.readouterr().err
-    with pytest.raises(ConfigError, match="unknown bench target .serch.; choose from criteria, search. Did you mean"):
+    with pytest.raises(ConfigError, match="unknown bench target .serch.; choose from criteria, search, budget. Did you mean"):
         get_target("serch")
     with pytest.raises(ConfigError, match="unknown preset 'cpuu'.*Did you mean cpu"):
         get_target("criteria").preset("cpuu")

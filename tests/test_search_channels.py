@@ -138,7 +138,7 @@ def test_cli_table_reproduces_the_network_through_prune(tmp_path: Path, monkeypa
     monkeypatch.chdir(tmp_path)
     results = _cli_search(tmp_path, "run", "--macs-target", "0.6", "--metric", "l1")
     chosen = results["records"][results["chosen"]]
-    assert results["finetuned"]["test_accuracy"] is not None and chosen["macs"] <= results["budget"]["limit"]
+    assert results["finetuned"]["chosen"]["test_accuracy"] is not None and chosen["macs"] <= results["budget"]["limit"]
     checkpoint = results["machine"]["checkpoint"]
     assert main(["prune", "--checkpoint", checkpoint, "--metric", "l1", "--table", str(tmp_path / "run/tables/chosen.json"),
                  "--finetune-epochs", "0", "--no-latency", "--quiet", "--out", str(tmp_path / "p.pt")]) == 0

@@ -25,6 +25,7 @@ from evoprune.errors import ConfigError
 TARGET_MODULES: dict[str, str] = {
     "criteria": "evoprune.bench.criteria",
     "search": "evoprune.bench.search",
+    "budget": "evoprune.bench.budget",
 }
 
 Existing = Literal["resume", "fresh", "error"]

@@ -235,8 +235,8 @@ def _run_channels(args: argparse.Namespace, console: Console) -> int:
             table.add_row(name, f"{r['macs_kept']:.2%}", f"{r['params_kept']:.2%}", f"{r['accuracy']:.4f}",
                           f"{r['loss']:.4f}")
     console.print(table)
-    if result.finetuned is not None:
-        f = result.finetuned
+    if "chosen" in result.finetuned:
+        f = result.finetuned["chosen"]
         console.print(f"chosen allocation fine-tuned {f['epochs']} epoch(s): val {f['val_accuracy']:.4f}, "
                       f"test {f['test_accuracy']:.4f} (loss {f['test_loss']:.4f})")
     seconds = result.seconds

@@ -75,7 +75,8 @@ class ChannelSearchConfig:
     point under it. ``metric`` (a library name or formula) chooses the channels inside each group, scored once on
     ``scoring_samples`` class-balanced training images. ``min_keep`` is the smallest share of a group kept.
     ``finetune`` is the one recipe (:class:`~evoprune.train.TrainConfig`) for the chosen allocation (epochs 0: none),
-    on ``finetune_samples`` training images (a seeded subset; None: all).
+    on ``finetune_samples`` training images (a seeded subset; None: all); ``finetune_references`` fine-tunes the
+    references (uniform, global, any given) the same way, for a comparison after equal fine-tuning.
     """
 
     algorithm: Literal["sa", "ga", "nsga2"] = "sa"
@@ -94,6 +95,7 @@ class ChannelSearchConfig:
     coupling: Coupling = "mean"
     finetune: TrainConfig = field(default_factory=lambda: TRAIN_PRESETS["finetune"])
     finetune_samples: int | None = None
+    finetune_references: bool = False
     sa: ChannelSAConfig = field(default_factory=ChannelSAConfig)
     ga: ChannelGAConfig = field(default_factory=ChannelGAConfig)
     nsga2: NSGA2Config = field(default_factory=NSGA2Config)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import random
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -42,7 +43,8 @@ class ChannelSearchResult:
     validation loss/accuracy after BN recalibration, who asked for it first). ``references``: the uniform and
     global-ranking allocations at the budget (record indices). ``chosen``: the best record meeting the budget
     (None for a front without a target); ``front``: record indices of the non-dominated ones (NSGA-II).
-    ``finetuned``: the chosen allocation after the recipe (best validation epoch; test once).
+    ``finetuned``: per name (``chosen``, and the references with ``finetune_references``), the allocation after
+    the recipe (best validation epoch; test once).
     """
 
     config: ChannelSearchConfig
@@ -55,7 +57,7 @@ class ChannelSearchResult:
     chosen: int | None
     front: list[int]
     history: list[dict[str, Any]]
-    finetuned: dict[str, Any] | None
+    finetuned: dict[str, dict[str, Any]]
     seconds: dict[str, float]
     machine: dict[str, Any] = field(default_factory=dict)
 
@@ -79,11 +81,15 @@ def _subset(split: Split, n: int | None, seed: int) -> Split:
 
 
 def search_channels(model: nn.Module, data: DatasetSplits, config: ChannelSearchConfig | None = None, *,
-                    seed: int = 0, progress: bool = False) -> ChannelSearchResult:
+                    seed: int = 0, progress: bool = False,
+                    references: Mapping[str, Mapping[str, int]] | None = None) -> ChannelSearchResult:
     """Search per-group channel counts of a trained ``model`` (not modified) on ``data`` with ``config``.
 
+    ``references`` adds allocations to measure beside uniform and global (kept channels per group name, e.g. the
+    widths another pruning schedule reached); they may miss the budget, and are then never chosen.
+
     >>> result = search_channels(model, data, ChannelSearchConfig(macs_target=0.5, evaluations=500), seed=0)
-    >>> result.record("chosen")["macs_kept"], result.finetuned["test_accuracy"]
+    >>> result.record("chosen")["macs_kept"], result.finetuned["chosen"]["test_accuracy"]
     """
     config = config or ChannelSearchConfig(macs_target=0.5)
     start = time.perf_counter()
@@ -108,10 +114,12 @@ def search_channels(model: nn.Module, data: DatasetSplits, config: ChannelSearch
             space, recal_x, val.x, val.y, recalibration_batches=config.recalibration_batches,
             recalibration_batch_size=config.recalibration_batch_size,
             on_record=lambda r: bar.update(task, advance=1, status=f"val acc {r['accuracy']:.4f}"))
-        references: dict[str, Allocation] = {}
+        named: dict[str, Allocation] = {}
         if budget is not None:
-            references = {"uniform": space.uniform_at(budget), "global": space.global_at(budget)}
-        for name, allocation in references.items():
+            named = {"uniform": space.uniform_at(budget), "global": space.global_at(budget)}
+        named.update({name: space.allocation(widths, where=f"reference {name!r}")
+                      for name, widths in (references or {}).items()})
+        for name, allocation in named.items():
             evaluator(allocation, origin=name)
         search = Search(space, budget, evaluator, config, random.Random(seed))
         tick = time.perf_counter()
@@ -123,7 +131,7 @@ def search_channels(model: nn.Module, data: DatasetSplits, config: ChannelSearch
         if config.algorithm == "nsga2":
             run_nsga2(search, cost)
         else:  # from the better reference, moved onto the budget's boundary
-            best = max(references.values(), key=lambda a: fitness(evaluator(a), config.objective))
+            best = max((named["uniform"], named["global"]), key=lambda a: fitness(evaluator(a), config.objective))
             (run_sa if config.algorithm == "sa" else run_ga)(search, search.fit(best))
         seconds["search"] = time.perf_counter() - tick
     records = evaluator.records
@@ -132,10 +140,14 @@ def search_channels(model: nn.Module, data: DatasetSplits, config: ChannelSearch
     pool = [r for r in feasible if r["index"] in front] if front else feasible
     chosen = (max(pool, key=lambda r: (fitness(r, config.objective), -r["index"]))["index"]
               if pool and budget is not None else None)
-    finetuned = None
-    if chosen is not None and config.finetune.epochs > 0:
-        finetuned = _finetune(space, tuple(records[chosen]["keep"]), data, recal_x, config, seed, progress)
-        seconds["finetune"] = finetuned["seconds"]
+    tuned = {"chosen": chosen} if chosen is not None else {}
+    if config.finetune_references:
+        tuned.update({name: evaluator(a)["index"] for name, a in named.items()})
+    finetuned = {}
+    if config.finetune.epochs > 0:
+        finetuned = {name: _finetune(space, tuple(records[index]["keep"]), data, recal_x, config, seed, progress)
+                     for name, index in tuned.items()}
+        seconds["finetune"] = sum(f["seconds"] for f in finetuned.values())
     seconds.update({f"evaluation_{k}": v for k, v in evaluator.seconds.items()})
     seconds["total"] = time.perf_counter() - start
     macs, params = space.costs.base
@@ -146,7 +158,7 @@ def search_channels(model: nn.Module, data: DatasetSplits, config: ChannelSearch
         base={"macs": macs, "params": params, "val_accuracy": unpruned.accuracy, "val_loss": unpruned.loss,
               "val_samples": len(val.y)},
         budget=None if budget is None else {"kind": budget.kind, "fraction": budget.fraction, "limit": budget.limit},
-        records=records, references={n: evaluator(a)["index"] for n, a in references.items()}, chosen=chosen,
+        records=records, references={n: evaluator(a)["index"] for n, a in named.items()}, chosen=chosen,
         front=front, history=search.history, finetuned=finetuned, seconds=seconds, machine=machine(),
     )
 

@@ -209,11 +209,16 @@ class ChannelSpace:
             lo, hi = (mid + 1, hi) if not self.fits(allocation(mid), budget) else (lo, mid)
         return allocation(lo)
 
-    def keep_ratios(self, allocation: Allocation) -> dict[str, float]:
-        return {n: a / w for n, a, w in zip(self.names, allocation, self.widths)}
-
-    def removed(self, allocation: Allocation) -> dict[str, int]:
-        return {n: w - a for n, a, w in zip(self.names, allocation, self.widths)}
+    def allocation(self, kept: Mapping[str, int], *, where: str) -> Allocation:
+        """The allocation keeping ``kept[group]`` channels of every group (all of a group left out)."""
+        unknown = sorted(set(kept) - set(self.names))
+        bad = [n for n, w in zip(self.names, self.widths) if not 1 <= kept.get(n, w) <= w]
+        if unknown or bad:
+            raise PruningError(f"{where}: {'unknown group(s) ' + ', '.join(unknown) if unknown else ''}"
+                               f"{'; ' if unknown and bad else ''}"
+                               f"{'kept channels out of range for ' + ', '.join(bad) if bad else ''}; "
+                               f"groups and widths: {dict(zip(self.names, self.widths))}")
+        return tuple(int(kept.get(n, w)) for n, w in zip(self.names, self.widths))
 
 
 def _shared_layer_pairs(graph: ModelGraph, groups: Sequence[ChannelGroup]) -> list[tuple[int, int]]:
