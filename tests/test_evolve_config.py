@@ -102,7 +102,7 @@ def _entry(key: str, accuracies: list[dict[str, float]], size: int = 3) -> Cache
     entry = CacheEntry(key, size, 1, 0, "seed")
     w = {"a": 0.5, "b": 0.5}
     for i, acc in enumerate(accuracies):
-        tasks = {t: {"accuracy": v, "status": "ok"} for t, v in acc.items()}
+        tasks = {t: {"score": v, "status": "ok"} for t, v in acc.items()}
         entry.add(Evaluation(i, tasks, weighted_geometric_mean(acc, w)), w)
     return entry
 

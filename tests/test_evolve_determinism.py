@@ -1,4 +1,5 @@
-"""The same seed gives the same evolution: in separate processes, and after SIGKILL + ``--resume`` in a fresh one.
+"""The same seed gives the same evolution: in separate processes, and after SIGKILL + ``--resume`` in a fresh one,
+with one fidelity or three (successive halving), serial or in worker processes.
 
 Every process here is fresh, so type classes, primitives and trees sit at other addresses and (with another
 ``PYTHONHASHSEED``) strings hash differently: any random draw that followed set, dict or address order would
@@ -93,15 +94,14 @@ def _finished_generation(run_dir: Path) -> int:
         return -1
 
 
-@pytest.fixture(scope="module")
-def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """Three fresh processes with the same seed, started together: two run to the end, one is SIGKILLed in the
-    middle of generation 2 (after generation 1's checkpoint)."""
-    root = tmp_path_factory.mktemp("determinism")
-    preset = root / "determinism.toml"
-    preset.write_text(DETERMINISM_TOML)
+def _three_runs(root: Path, toml: str, second: tuple[str, ...] = ()) -> dict[str, Path]:
+    """Three fresh processes with the same seed, started together: two run to the end (the second with the
+    executor options ``second``), one is SIGKILLed in the middle of generation 2 (after generation 1's checkpoint)."""
+    preset = root / "preset.toml"
+    preset.write_text(toml)
     dirs = {name: root / name for name in ("first", "second", "killed")}
-    procs = {name: _evolve("--preset", str(preset), "--out", str(path), hash_seed=i)
+    procs = {name: _evolve("--preset", str(preset), "--out", str(path), *(second if name == "second" else ()),
+                           hash_seed=i)
              for i, (name, path) in enumerate(dirs.items())}
     killed = procs["killed"]
     try:
@@ -123,6 +123,25 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return dirs
 
 
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    return _three_runs(tmp_path_factory.mktemp("determinism"), DETERMINISM_TOML)
+
+
+# The same run with three fidelities and successive halving; the second run and the resume use worker processes.
+FIDELITY_TOML = DETERMINISM_TOML.replace("[evaluation]", """[fidelity]
+levels = ["oracle", "recal", "finetune"]
+promote = [0.5, 0.5]
+oracle_samples = 100
+[evaluation]""")
+
+
+@pytest.fixture(scope="module")
+def fidelity_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    return _three_runs(tmp_path_factory.mktemp("fidelities"), FIDELITY_TOML,
+                       ("--executor", "process", "--workers", "2"))
+
+
 def test_the_same_seed_gives_a_byte_identical_results_file_in_separate_processes(runs: dict[str, Path]) -> None:
     first = (runs["first"] / "results.json").read_bytes()
     assert (runs["second"] / "results.json").read_bytes() == first
@@ -140,3 +159,18 @@ def test_sigkill_then_resume_in_a_fresh_process_gives_the_same_results_file(runs
     assert (killed / "results.json").read_bytes() == (runs["first"] / "results.json").read_bytes()
     events = [json.loads(line) for line in (killed / "events.jsonl").read_text().splitlines()]
     assert [e["event"] for e in events].count("resume") == 1
+
+
+def test_with_fidelities_the_same_seed_gives_the_same_file_in_any_executor_and_after_sigkill_and_resume(
+        fidelity_runs: dict[str, Path]) -> None:
+    first = (fidelity_runs["first"] / "results.json").read_bytes()
+    assert (fidelity_runs["second"] / "results.json").read_bytes() == first
+    history = json.loads(first)["history"]
+    assert all(set(h["fidelities"]) == {"oracle", "recal", "finetune"} for h in history)
+    killed = fidelity_runs["killed"]
+    assert 1 <= _finished_generation(killed) < 5 and not (killed / "results.json").exists()
+    resumed = subprocess.run([sys.executable, "-m", "evoprune", "evolve", "--resume", str(killed), "--executor",
+                              "process", "--workers", "2", "--quiet"],
+                             env=_env(7), capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert (killed / "results.json").read_bytes() == first

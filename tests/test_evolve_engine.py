@@ -151,7 +151,7 @@ def test_elites_can_be_re_evaluated_with_new_seeds(reference: tuple[Any, Path], 
     assert twice and all(h.evaluations <= 2 for h in result.hall_of_fame)
     cache = {e["key"]: e for e in json.loads((tmp_path / "checkpoint.json").read_text())["cache"]}
     h = twice[0]
-    per_task = {t: sum(ev["tasks"][t]["accuracy"] for ev in cache[h.formula]["evaluations"]) / 2 for t in h.accuracies}
+    per_task = {t: sum(ev["tasks"][t]["score"] for ev in cache[h.formula]["evaluations"]) / 2 for t in h.accuracies}
     assert h.accuracies == pytest.approx(per_task)
 
 

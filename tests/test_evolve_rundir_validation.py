@@ -91,18 +91,18 @@ def test_a_checkpoint_generation_outside_the_run_is_refused(run: Path, generatio
     assert (run / "events.jsonl").read_bytes() == events  # refused before anything was written
 
 
-def test_a_task_accuracy_above_one_is_refused_in_the_checkpoint_and_in_the_log(run: Path) -> None:
+def test_a_task_score_above_one_is_refused_in_the_checkpoint_and_in_the_log(run: Path) -> None:
     checkpoint = (run / "checkpoint.json").read_text()
     _edit_json(run / "checkpoint.json",
-               lambda d: d["cache"][0]["evaluations"][0]["tasks"]["mlp-syn"].update(accuracy=1.5))
-    _refused(run, "checkpoint.json", "cache[0].evaluations[0].tasks.mlp-syn.accuracy", "1.5")
+               lambda d: d["cache"][0]["evaluations"][0]["tasks"]["mlp-syn"].update(score=1.5))
+    _refused(run, "checkpoint.json", "cache[0].evaluations[0].tasks.mlp-syn.score", "1.5")
     (run / "checkpoint.json").write_text(checkpoint)
     lines = (run / "events.jsonl").read_text().splitlines()
     i = next(i for i, line in enumerate(lines) if '"event": "evaluation"' in line)
     record = json.loads(lines[i])
-    lines[i] = json.dumps({**record, "accuracy": 1.5})
+    lines[i] = json.dumps({**record, "score": 1.5})
     (run / "events.jsonl").write_text("\n".join(lines) + "\n")
-    _refused(run, f"events.jsonl line {i + 1}", "field accuracy", "1.5")
+    _refused(run, f"events.jsonl line {i + 1}", "field score", "1.5")
 
 
 def test_random_bytes_and_a_non_utf8_line_are_refused_naming_the_file(run: Path) -> None:

@@ -177,6 +177,8 @@ class LiveView(Observer):
         self._print(escape(text))
 
     def generation_started(self, generation: int, generations: int, jobs: int) -> None:
+        if self.task is not None:  # the generation's previous fidelity
+            self.progress.remove_task(self.task)
         self.task = self.progress.add_task(f"generation {generation}/{generations - 1}", total=max(jobs, 1),
                                            status=self.status)
         if jobs == 0:

@@ -1,8 +1,9 @@
 """Typed, validated configuration of an evolution run, loaded from TOML presets and overridable per key.
 
-A config has four parts: the search itself (``[evolution]``: population, selection, variation rates), the tree
+A config has five parts: the search itself (``[evolution]``: population, selection, variation rates), the tree
 operators (``[operators]``: limits and generators), how candidates are evaluated (``[evaluation]``: executor,
-workers, time limit) and the fitness tasks (``[[tasks]]``). Everything is a frozen dataclass so a run's settings
+workers, time limit), which fidelities score them (``[fidelity]``: levels and successive halving) and the fitness
+tasks (``[[tasks]]``). Everything is a frozen dataclass so a run's settings
 cannot drift once it started, built and checked once by the project's one configuration protocol
 (:mod:`evoprune.config`); :func:`config_to_dict` / :func:`config_from_dict` round-trip it through plain data (the
 run directory keeps ``config.json``). Every bad value is one :class:`~evoprune.errors.ConfigError` that names the
@@ -30,6 +31,10 @@ Selection = Literal["truncation", "tournament"]
 Generator = Literal["full", "grow", "half"]
 ExecutorKind = Literal["serial", "process", "ray"]
 NonFinite = Literal["fail", "allow"]
+Fidelity = Literal["oracle", "recal", "finetune"]
+
+#: The fidelities from the cheapest to the most expensive (``[fidelity] levels`` keeps this order).
+FIDELITIES: tuple[str, ...] = ("oracle", "recal", "finetune")
 
 #: The seven human-designed seed functions of the paper (spec §2.3), by metric-library name.
 PAPER_SEEDS: tuple[str, ...] = ("AbsSNR", "FDR", "SymDiv", "Tstats", "WL1", "WL2", "GeoMedian")
@@ -215,8 +220,62 @@ class TaskConfig:
 
 
 @dataclass(frozen=True)
+class FidelityConfig:
+    """Which fidelities score candidates and how candidates climb them (the ``[fidelity]`` section).
+
+    ``levels`` are the fidelities used, cheapest first, in the order of :data:`FIDELITIES`:
+
+    - ``oracle``: the mean over prunable groups of the Spearman correlation between the candidate's channel scores
+      and the task's oracle importance (validation-loss increase per removed channel, computed once per task on
+      ``oracle_samples`` validation images and cached in ``RUN_DIR/oracle/``); no forward pass per candidate;
+    - ``recal``: validation accuracy after one cut to the schedule's final widths (or, with ``recal_ratios``, the
+      mean over those uniform ratios) and BatchNorm recalibration on ``recal_batches`` training batches, no
+      gradient step;
+    - ``finetune``: validation accuracy after pruning with the schedule and fine-tuning (the paper's fitness).
+
+    Every new candidate gets ``levels[0]``; of each generation's new candidates (every candidate but the elites),
+    the best ``promote[i]`` fraction at ``levels[i]`` (rounded up) is evaluated at ``levels[i + 1]``. The default,
+    ``finetune`` alone, is the single-fidelity evolution of the paper.
+    """
+
+    levels: tuple[Fidelity, ...] = ("finetune",)
+    promote: tuple[float, ...] = ()
+    oracle_samples: int = 1000
+    oracle_ablations: int = 4
+    recal_ratios: tuple[float, ...] = ()
+    recal_batches: int = 20
+    recal_batch_size: int = 64
+
+    def __post_init__(self) -> None:
+        if not self.levels:
+            raise ConfigError("fidelity.levels is empty: give one or more of " + ", ".join(FIDELITIES))
+        order = [FIDELITIES.index(level) for level in self.levels]
+        if order != sorted(set(order)):
+            raise ConfigError(f"fidelity.levels must go from the cheapest to the most expensive without repeats "
+                              f"({' < '.join(FIDELITIES)}), got {list(self.levels)}")
+        if len(self.promote) != len(self.levels) - 1:
+            raise ConfigError(f"fidelity.promote needs one fraction per step between levels ({len(self.levels) - 1} "
+                              f"for {list(self.levels)}), got {list(self.promote)}")
+        for fraction in self.promote:
+            if not 0.0 < fraction <= 1.0:
+                raise ConfigError(f"fidelity.promote fractions must be in (0, 1], got {fraction!r}")
+        _at_least("fidelity.oracle_samples", self.oracle_samples, 1)
+        _at_least("fidelity.oracle_ablations", self.oracle_ablations, 1)
+        _at_least("fidelity.recal_batches", self.recal_batches, 1)
+        _at_least("fidelity.recal_batch_size", self.recal_batch_size, 1)
+        for ratio in self.recal_ratios:
+            if not 0.0 < ratio < 1.0:
+                raise ConfigError(f"fidelity.recal_ratios must be in (0, 1), got {ratio!r}")
+
+    @property
+    def top(self) -> str:
+        """The most expensive fidelity of the run."""
+        return self.levels[-1]
+
+
+@dataclass(frozen=True)
 class EvolutionConfig:
-    """A whole run: search, operators, evaluation and tasks. ``seed`` derives every other seed."""
+    """A whole run: search, operators, evaluation, fidelities and tasks. ``seed`` derives every other seed."""
 
     tasks: tuple[TaskConfig, ...]
     name: str = "custom"
@@ -225,10 +284,22 @@ class EvolutionConfig:
     evolution: GPConfig = field(default_factory=GPConfig)
     operators: OperatorConfig = field(default_factory=OperatorConfig)
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
+    fidelity: FidelityConfig = field(default_factory=FidelityConfig)
 
     def __post_init__(self) -> None:
+        if self.evolution.reevaluate_elites and self.fidelity.top != "finetune":
+            raise ConfigError("evolution.reevaluate_elites re-evaluates elites with new seeds at the finetune fidelity, "
+                              f"but fidelity.levels ends with {self.fidelity.top!r} (deterministic for a formula): "
+                              "turn it off or add finetune")
         if not self.tasks:
             raise ConfigError("an evolution needs at least one fitness task ([[tasks]] in the TOML file)")
+        if "recal" in self.fidelity.levels and not self.fidelity.recal_ratios:
+            for task in self.tasks:
+                if isinstance(task.schedule, PruneSchedule) and (task.schedule.global_ranking
+                                                                 or task.schedule.macs_target is not None):
+                    raise ConfigError(f"task {task.name!r}: the recal fidelity cuts each layer to the schedule's final "
+                                      "width, but this schedule ranks globally or solves a MACs target; set "
+                                      "fidelity.recal_ratios instead")
         names = [t.name for t in self.tasks]
         dup = sorted({n for n in names if names.count(n) > 1})
         if dup:

@@ -31,10 +31,11 @@ from evoprune.evolve.config import EvolutionConfig, config_to_dict
 from evoprune.evolve.fitness import (
     FitnessJob,
     PreparedTask,
+    combine_fitness,
     derive_seed,
     prepare_task,
     run_fitness_job,
-    weighted_geometric_mean,
+    worst_fitness,
 )
 from evoprune.evolve.operators import Variation, VariationStats
 from evoprune.evolve.population import (
@@ -43,6 +44,7 @@ from evoprune.evolve.population import (
     FitnessCache,
     Individual,
     population_stats,
+    promoted,
     select_elites,
     tournament,
 )
@@ -55,12 +57,20 @@ from evoprune.evolve.rundir import (
     set_rng_state,
     write_json_atomic,
 )
+from evoprune.evolve.screen import run_oracle_job, run_recal_job
 from evoprune.expr import FormulaError, height, parse, size, to_infix
 from evoprune.parallel import Executor, Job, Outcome, make_executor, torch_threads
 
 # Imported by each local worker process at start-up, while the main process pretrains (torch._dynamo: the first
 # optimizer a process builds imports it, about 2 s).
-WORKER_PRELOAD = ("torch._dynamo", "evoprune.evolve.fitness", "evoprune.prune", "evoprune.metrics")
+WORKER_PRELOAD = ("torch._dynamo", "evoprune.evolve.fitness", "evoprune.evolve.screen", "evoprune.prune",
+                  "evoprune.metrics")
+
+#: Evaluation settings that never change a result, so results.json leaves them out of its config.
+EXECUTION_KEYS = ("executor", "workers", "address", "gpus_per_task")
+
+#: The job function of each fidelity (``fn(FitnessJob, TaskBundle) -> {"score": ..., details}``).
+JOB_FUNCTIONS = {"oracle": run_oracle_job, "recal": run_recal_job, "finetune": run_fitness_job}
 
 
 class Observer:
@@ -75,7 +85,12 @@ class Observer:
 
 @dataclass
 class HallOfFameEntry:
-    """A function of the hall of fame, ready to print or export."""
+    """A function of the hall of fame, ready to print or export.
+
+    ``fidelity`` is the most expensive fidelity it reached (None if every evaluation failed); ``fitness`` and the
+    per-task ``accuracies`` are its scores there (Spearman correlations at ``oracle``); ``evaluations`` counts
+    them at every fidelity.
+    """
 
     rank: int
     formula: str
@@ -88,12 +103,13 @@ class HallOfFameEntry:
     height: int
     first_generation: int
     origin: str
+    fidelity: str | None = None
 
     @staticmethod
     def of(rank: int, entry: CacheEntry) -> HallOfFameEntry:
         return HallOfFameEntry(rank, entry.key, to_infix(parse(entry.key)), entry.fitness, dict(entry.accuracies),
                                len(entry.evaluations), entry.failures, entry.size, entry.height,
-                               entry.first_generation, entry.origin)
+                               entry.first_generation, entry.origin, entry.reached)
 
 
 @dataclass
@@ -125,13 +141,34 @@ class EvolutionResult:
     def to_dict(self) -> dict[str, Any]:
         from dataclasses import asdict
 
+        config = config_to_dict(self.config)
+        for key in EXECUTION_KEYS:  # where the run went, not what it computed (events.jsonl and report.md say)
+            config["evaluation"].pop(key, None)
         return {
-            "config": config_to_dict(self.config),
+            "config": config,
             "best": asdict(self.best), "hall_of_fame": [asdict(h) for h in self.hall_of_fame],
             "seed_functions": [asdict(s) for s in self.seeds], "history": self.history, "tasks": self.tasks,
             "evaluations": self.evaluations, "failures": self.failures,
-            "selection": "fitness = validation accuracy after pruning and fine-tuning; the test split is never used",
+            "selection": selection_rule(self.config),
         }
+
+
+def selection_rule(config: EvolutionConfig) -> str:
+    """One line saying what the fitness is and how candidates are compared (results.json, report.md)."""
+    fid = config.fidelity
+    if len(fid.levels) == 1:
+        return (f"fitness = {_FIDELITY_WORDS[fid.top]} on validation data; the test split is never used")
+    steps = ", ".join(f"best {f:g} of {a} to {b}" for f, a, b in zip(fid.promote, fid.levels, fid.levels[1:]))
+    return (f"fidelities {' < '.join(fid.levels)} ({steps}, per generation); candidates compared lexicographically: "
+            "the higher fidelity reached first, then fitness there; all on validation data, the test split is never "
+            "used")
+
+
+_FIDELITY_WORDS = {
+    "oracle": "mean Spearman correlation of channel scores with the oracle importance",
+    "recal": "validation accuracy after one cut and BatchNorm recalibration",
+    "finetune": "validation accuracy after pruning and fine-tuning",
+}
 
 
 @dataclass
@@ -160,7 +197,7 @@ class Evolution:
         self.variation = Variation(config.operators)
         self.rng = random.Random(derive_seed(config.seed, "gp"))
         self.state = _State()
-        self.journal: dict[tuple[str, int, str], dict[str, Any]] = {}
+        self.journal: dict[tuple[str, str, int, str], dict[str, Any]] = {}
         self.tasks: dict[str, PreparedTask] = {}
         self.seed_keys: dict[str, str] = {}
 
@@ -173,12 +210,13 @@ class Evolution:
         """Pretrain (or reload) every task's model and ship the task bundles to the executor's workers."""
         for task in self.config.tasks:
             self.observer.message(f"preparing task {task.name}: {task.model} on {task.dataset}")
-            prepared = prepare_task(task, self.config, self.run_dir.models_dir, progress=self.progress, log=self.log)
+            prepared = prepare_task(task, self.config, self.run_dir.models_dir, progress=self.progress, log=self.log,
+                                    oracle_dir=self.run_dir.oracle_dir)
             self.tasks[task.name] = prepared
             self.executor.share(task.name, prepared.bundle)
         self.variation.set_real_layers([d for p in self.tasks.values() for d in p.bundle.layers])
 
-    def load(self, checkpoint: Checkpoint | None, journal: dict[tuple[str, int, str], dict[str, Any]]) -> None:
+    def load(self, checkpoint: Checkpoint | None, journal: dict[tuple[str, str, int, str], dict[str, Any]]) -> None:
         """Restore the state of the last finished generation (checked by :meth:`RunDir.read_checkpoint`), and the
         evaluations logged after it."""
         self.journal = journal
@@ -290,79 +328,103 @@ class Evolution:
             self.state.cache[ind.key] = CacheEntry(ind.key, size(node), height(node), generation, ind.origin)
 
     def evaluate(self, population: list[Individual], elites: list[Individual],
-                 generation: int) -> tuple[dict[str, int], dict[str, int]]:
-        """Evaluate every new function once, and elites once more if re-evaluation is on.
+                 generation: int) -> tuple[dict[str, Any], dict[str, int]]:
+        """Evaluate the generation fidelity by fidelity (successive halving), and elites once more at the top
+        fidelity if re-evaluation is on.
 
-        Returns the generation's counts (what the seed determines) and its work in this process (jobs run,
-        evaluations reused from the log of a killed run), which depends on where the run was interrupted.
+        The generation's *new* candidates are its distinct functions other than the carried-over elites (all of
+        generation 0). Each gets the cheapest fidelity (from the cache when it was evaluated there before); of those
+        at ``levels[i]``, the best ``promote[i]`` fraction (rounded up; never one whose evaluations there all failed)
+        goes on to ``levels[i + 1]``. Returns the generation's counts (what the seed determines) and its work in this
+        process (jobs run, evaluations reused from the log of a killed run), which depends on where the run was
+        interrupted.
         """
-        cache, ev = self.state.cache, self.config.evolution
-        wanted: list[tuple[str, int]] = []
+        cache, ev, fid = self.state.cache, self.config.evolution, self.config.fidelity
+        levels = fid.levels
+        pool: list[str] = []
         hits = 0
         for ind in population:
             self._register(ind, generation)
-            entry = cache[ind.key]
-            if not entry.evaluated and (ind.key, 0) not in wanted:
-                wanted.append((ind.key, 0))
-            elif entry.evaluated and ind.origin != "elite":
+            if ind.origin == "elite":
+                continue
+            if cache[ind.key].has(levels[0]):
                 hits += 1
-        reevaluated = 0
-        if ev.reevaluate_elites and generation > 0:
-            for ind in elites:
-                entry = cache[ind.key]
-                pair = (ind.key, len(entry.evaluations))
-                if len(entry.evaluations) < ev.max_evaluations and pair not in wanted:
-                    wanted.append(pair)
-                    reevaluated += 1
+            if ind.key not in pool:
+                pool.append(ind.key)
+        counts: dict[str, Any] = {"evaluated": 0, "reevaluated": 0, "cache_hits": hits, "failed": 0}
+        work = {"jobs": 0, "reused": 0}
+        per_level: dict[str, dict[str, int]] = {}
+        for i, level in enumerate(levels):
+            if i > 0:
+                pool = promoted(pool, cache, levels[i - 1], fid.promote[i - 1])
+            wanted = [(key, 0) for key in pool if not cache[key].has(level)]
+            new = len(wanted)
+            if level == fid.top and ev.reevaluate_elites and generation > 0:
+                for ind in elites:
+                    done = len(cache[ind.key].at(level))
+                    if 0 < done < ev.max_evaluations and (ind.key, done) not in wanted:
+                        wanted.append((ind.key, done))
+                        counts["reevaluated"] += 1
+            failed = self._run_level(level, wanted, generation, work)
+            counts["failed"] += failed
+            if i == 0:
+                counts["evaluated"] = new
+            per_level[level] = {"candidates": len(pool), "evaluated": new, "failed": failed}
+        if len(levels) > 1:
+            counts["fidelities"] = per_level
+        return counts, work
+
+    def _run_level(self, level: str, wanted: list[tuple[str, int]], generation: int, work: dict[str, int]) -> int:
+        """Evaluate ``(key, index)`` pairs on every task at one fidelity (or take them from the log); returns how
+        many task evaluations failed."""
         jobs: list[Job] = []
         meta: dict[str, tuple[str, int, str]] = {}
         results: dict[tuple[str, int, str], dict[str, Any]] = {}
-        reused = 0
         for key, index in wanted:
             for task in self.config.tasks:
                 ident = (key, index, task.name)
-                logged = self.journal.get(ident)
+                logged = self.journal.get((key, level, index, task.name))
                 if logged is not None:
                     results[ident] = logged
-                    reused += 1
+                    work["reused"] += 1
                     continue
-                job_id = f"g{generation}-{len(jobs)}"
+                job_id = f"g{generation}-{level}-{len(jobs)}"
                 seed = derive_seed(self.config.seed, "eval", index, task.name)
-                jobs.append(Job(job_id, FitnessJob(key, task.name, index, seed), shared=task.name))
+                jobs.append(Job(job_id, FitnessJob(key, task.name, index, seed, level), shared=task.name))
                 meta[job_id] = ident
         self.observer.generation_started(generation, self.config.evolution.generations, len(jobs))
+        worst = worst_fitness(level)
 
         def done(outcome: Outcome) -> None:
             key, index, task = meta[outcome.id]
             value = outcome.value if outcome.ok else {}
             record = self.log(
-                "evaluation", generation=generation, key=key, index=index, task=task, status=outcome.status,
-                accuracy=float(value.get("accuracy", 0.0)) if outcome.ok else 0.0, error=outcome.error,
-                seconds=outcome.seconds, worker=outcome.worker,
-                details={k: v for k, v in value.items() if k != "accuracy"},
+                "evaluation", generation=generation, key=key, fidelity=level, index=index, task=task,
+                status=outcome.status, score=float(value.get("score", worst)) if outcome.ok else worst,
+                error=outcome.error, seconds=outcome.seconds, worker=outcome.worker,
+                details={k: v for k, v in value.items() if k != "score"},
             )
             if not outcome.ok:
-                self.log("failure", key=key, task=task, status=outcome.status, error=outcome.error)
+                self.log("failure", key=key, fidelity=level, task=task, status=outcome.status, error=outcome.error)
             results[(key, index, task)] = record
             self.observer.evaluation_done(record)
 
         timeout = self.config.evaluation.timeout or None
         if jobs:
-            self.executor.run(run_fitness_job, jobs, timeout=timeout, on_done=done)
+            self.executor.run(JOB_FUNCTIONS[level], jobs, timeout=timeout, on_done=done)
+        work["jobs"] += len(jobs)
         for key, index in wanted:
             tasks = {}
             for task in self.config.tasks:
                 r = results[(key, index, task.name)]
-                tasks[task.name] = {"accuracy": float(r["accuracy"]), "status": r["status"], "error": r.get("error"),
+                tasks[task.name] = {"score": float(r["score"]), "status": r["status"], "error": r.get("error"),
                                     "seconds": float(r.get("seconds", 0.0))}
-            fitness = weighted_geometric_mean({t: v["accuracy"] for t, v in tasks.items()}, self.weights)
-            cache[key].add(Evaluation(index, tasks, fitness), self.weights)
+            fitness = combine_fitness(level, {t: v["score"] for t, v in tasks.items()}, self.weights)
+            self.state.cache[key].add(Evaluation(index, tasks, fitness, level), self.weights)
         failures = sum(1 for r in results.values() if r["status"] != "ok")
         self.state.evaluations += len(results)
         self.state.failures += failures
-        counts = {"evaluated": sum(1 for _, i in wanted if i == 0), "reevaluated": reevaluated, "cache_hits": hits,
-                  "failed": failures}
-        return counts, {"jobs": len(jobs), "reused": reused}
+        return failures
 
     # --- loop -----------------------------------------------------------------------------------------------------
 
@@ -392,8 +454,9 @@ class Evolution:
         best = min(population, key=lambda ind: st.cache[ind.key].rank_key())
         entry = st.cache[best.key]
         stats = {
-            "generation": generation, **population_stats(population, st.cache), **counts,
-            "best_formula": best.key, "best_infix": to_infix(parse(best.key)),
+            "generation": generation, **population_stats(population, st.cache, self.config.fidelity.levels[0]),
+            **counts,
+            "best_formula": best.key, "best_infix": to_infix(parse(best.key)), "best_fidelity": entry.reached,
             "best_accuracies": dict(entry.accuracies), "hall_of_fame_best": st.cache.hall_of_fame(1)[0].fitness,
             "variation": vstats.as_dict(),
         }
@@ -499,7 +562,7 @@ def evolve(
             raise RunDirError(f"the settings given differ from {rd.config_path} in ways that change the results; "
                               "resume with the saved config (only generations and evaluation options may change)")
         checkpoint = rd.read_checkpoint(saved)
-        journal = rd.journal([t.name for t in config.tasks])
+        journal = rd.journal([t.name for t in config.tasks], tuple(config.fidelity.levels))
         done = checkpoint.generation if checkpoint is not None else -1
         if config.evolution.generations <= done:
             raise RunDirError(f"{rd.path} has finished generations 0-{done}; resuming it with {config.evolution.generations} "

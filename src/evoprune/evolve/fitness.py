@@ -29,9 +29,10 @@ import torch
 from evoprune.baseline import BaselineSpec, DataSpec, get_baseline
 from evoprune.data import DatasetSplits, Split
 from evoprune.errors import EvopruneError
-from evoprune.evolve.config import EvolutionConfig, TaskConfig
+from evoprune.evolve.config import EvolutionConfig, FidelityConfig, TaskConfig
 from evoprune.evolve.cost import affordable, layer_dims
 from evoprune.expr import evaluate, parse
+from evoprune.parallel import torch_threads
 from evoprune.prune import PruneSchedule
 from evoprune.train import TrainConfig
 
@@ -46,6 +47,22 @@ def derive_seed(seed: int, *parts: object) -> int:
     """A 31-bit seed from the run seed and labels, stable across processes and Python versions."""
     text = json.dumps([seed, *[str(p) for p in parts]])
     return int.from_bytes(hashlib.sha256(text.encode()).digest()[:4], "little") & 0x7FFFFFFF
+
+
+def worst_fitness(fidelity: str) -> float:
+    """The lowest value a fidelity's score can take: a correlation of −1 at ``oracle``, an accuracy of 0 otherwise."""
+    return -1.0 if fidelity == "oracle" else WORST_FITNESS
+
+
+def combine_fitness(fidelity: str, scores: dict[str, float], weights: dict[str, float]) -> float:
+    """Tasks' scores into one fitness: a weighted arithmetic mean of Spearman correlations at ``oracle`` (they can be
+    negative), the weighted geometric mean of accuracies (the paper's co-evolution) at ``recal`` and ``finetune``."""
+    if fidelity != "oracle":
+        return weighted_geometric_mean(scores, weights)
+    total = sum(weights[k] for k in scores)
+    if not scores or total <= 0 or not all(math.isfinite(v) for v in scores.values()):
+        return worst_fitness(fidelity)
+    return sum(weights[k] * v for k, v in scores.items()) / total
 
 
 def weighted_geometric_mean(values: dict[str, float], weights: dict[str, float]) -> float:
@@ -102,11 +119,17 @@ class TaskBundle:
     layers: list[Any]  # LayerDims of the prunable layers, for the cost limits
     max_elements: float
     max_operations: float
+    fidelity: FidelityConfig = field(default_factory=FidelityConfig)
+    screen_seed: int = 0  # the scoring-set and recalibration draws of the oracle and recal fidelities
+    oracle: dict[str, np.ndarray] | None = None  # group name -> loss increase per channel (oracle fidelity)
     _built: tuple[torch.nn.Module, DatasetSplits] | None = field(default=None, repr=False, compare=False)
+    # Per-process caches the fidelity functions build from the bundle (cached layer statistics, graphs).
+    worker_state: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
-        state["_built"] = None  # never ship the worker-side cache
+        state["_built"] = None  # never ship the worker-side caches
+        state["worker_state"] = {}
         return state
 
     def materialise(self) -> tuple[torch.nn.Module, DatasetSplits]:
@@ -148,8 +171,9 @@ def pretrain_spec(task: TaskConfig, seed: int) -> BaselineSpec:
 
 
 def prepare_task(task: TaskConfig, config: EvolutionConfig, models_dir: Path, *, progress: bool = False,
-                 log: Any = None) -> PreparedTask:
-    """Load the task's data; load its pretrained model from ``models_dir`` or train it there once.
+                 log: Any = None, oracle_dir: Path | None = None) -> PreparedTask:
+    """Load the task's data; load its pretrained model from ``models_dir`` or train it there once; with the
+    ``oracle`` fidelity, load the task's oracle from ``oracle_dir`` or compute it there once.
 
     Pretraining runs in this process with ``evaluation.threads`` torch threads (deterministic for the seed), and
     the checkpoint is reused on resume and by later runs in the same directory while its baseline key matches.
@@ -180,9 +204,55 @@ def prepare_task(task: TaskConfig, config: EvolutionConfig, models_dir: Path, *,
         class_names=tuple(data.class_names), schedule=task.schedule, finetune=task.finetune,
         scoring_samples=task.scoring_samples, coupling=task.coupling, device=config.evaluation.device,
         nonfinite=config.evaluation.nonfinite, layers=dims, max_elements=config.operators.max_elements,
-        max_operations=config.operators.max_operations,
+        max_operations=config.operators.max_operations, fidelity=config.fidelity,
+        screen_seed=derive_seed(seed, "screen", task.name),
     )
+    if "oracle" in config.fidelity.levels:
+        if oracle_dir is None:
+            raise EvopruneError("the oracle fidelity needs a folder to cache each task's oracle in")
+        with torch_threads(config.evaluation.threads):
+            bundle.oracle = task_oracle(model, val_split, config.fidelity, derive_seed(seed, "oracle", task.name),
+                                        oracle_dir / f"{task.name}.pt", path, device=config.evaluation.device,
+                                        log=log)
     return PreparedTask(task, bundle, path, val_acc, {"train": len(train_split), "val": len(val_split)})
+
+
+ORACLE_FORMAT = "evoprune.evolve.oracle/1"
+
+
+def task_oracle(model: torch.nn.Module, val: Split, fidelity: FidelityConfig, seed: int, path: Path,
+                checkpoint: Path, *, device: str = "cpu", log: Any = None) -> dict[str, np.ndarray]:
+    """The task's oracle importance per prunable group (validation-loss increase per removed channel).
+
+    Computed once by :func:`evoprune.criteria.oracle_importance` on ``fidelity.oracle_samples`` class-balanced
+    validation images and saved to ``path`` (a dict of tensors, read back with ``weights_only=True``) under a key of
+    the pretrained checkpoint's bytes, the validation images and the oracle settings; a file with another key is
+    recomputed, so a resumed or overwritten run never reads an oracle of another model.
+    """
+    from evoprune.atomic import write_atomic
+    from evoprune.criteria import oracle_importance
+
+    digest = hashlib.sha256(ORACLE_FORMAT.encode())
+    digest.update(checkpoint.read_bytes())
+    digest.update(val.x.numpy().tobytes())
+    digest.update(val.y.numpy().tobytes())
+    digest.update(json.dumps([fidelity.oracle_samples, fidelity.oracle_ablations, seed]).encode())
+    key = digest.hexdigest()
+    if path.is_file():
+        try:
+            saved = torch.load(path, weights_only=True)
+            if isinstance(saved, dict) and saved.get("key") == key:
+                return {name: t.numpy() for name, t in saved["increase"].items()}
+        except (OSError, RuntimeError, KeyError, AttributeError, TypeError, EOFError):
+            pass  # damaged: computed again below
+    result = oracle_importance(model, val.x, val.y, samples=fidelity.oracle_samples, seed=seed,
+                               ablations=fidelity.oracle_ablations, device=device)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(path, lambda handle: torch.save({"key": key, "increase": result.increase}, handle))
+    if log is not None:
+        log("oracle_done", groups=len(result.increase), samples=result.samples, seconds=result.seconds,
+            path=str(path))
+    return {name: t.numpy() for name, t in result.increase.items()}
 
 
 # ------------------------------------------------------------------------------------------------ evaluation
@@ -190,15 +260,17 @@ def prepare_task(task: TaskConfig, config: EvolutionConfig, models_dir: Path, *,
 
 @dataclass(frozen=True)
 class FitnessJob:
-    """One evaluation: a formula on one task with one seed (``index`` counts a candidate's evaluations)."""
+    """One evaluation: a formula on one task at one fidelity with one seed (``index`` counts a candidate's
+    evaluations at that fidelity)."""
 
     formula: str
     task: str
     index: int
     seed: int
+    fidelity: str = "finetune"
 
 
-def _checked_metric(formula: str, nonfinite: str) -> Any:
+def checked_metric(formula: str, nonfinite: str) -> Any:
     """The candidate as a metric; with ``nonfinite="fail"`` a NaN/inf score on a real layer fails it."""
     from evoprune.metrics import Metric
 
@@ -217,7 +289,7 @@ def _checked_metric(formula: str, nonfinite: str) -> Any:
     return Metric.from_formula(tree, name="candidate", fn=checked)
 
 
-def _visible_device(device: str) -> str:
+def visible_device(device: str) -> str:
     """``cuda:N`` as seen from a worker pinned to one GPU (where that GPU is ``cuda:0``)."""
     if device.startswith("cuda:") and torch.cuda.is_available() and int(device[5:]) >= torch.cuda.device_count():
         return "cuda"
@@ -225,7 +297,8 @@ def _visible_device(device: str) -> str:
 
 
 def run_fitness_job(job: FitnessJob, bundle: TaskBundle) -> dict[str, Any]:
-    """Prune and fine-tune the task's model with the job's formula; returns the validation accuracy and details.
+    """The ``finetune`` fidelity: prune and fine-tune the task's model with the job's formula; returns the validation
+    accuracy as ``score``, and details.
 
     Runs in a worker (any executor); raises on failure (the executor turns that into the worst fitness).
     """
@@ -237,9 +310,9 @@ def run_fitness_job(job: FitnessJob, bundle: TaskBundle) -> dict[str, Any]:
         raise CandidateError(f"not evaluated: the formula {too_costly}")
     model, splits = bundle.materialise()
     pruner = ChannelPruner(
-        _checked_metric(job.formula, bundle.nonfinite), schedule=bundle.schedule, scoring_samples=bundle.scoring_samples,
+        checked_metric(job.formula, bundle.nonfinite), schedule=bundle.schedule, scoring_samples=bundle.scoring_samples,
         coupling=bundle.coupling, finetune=bundle.finetune, seed=job.seed,
-        device=_visible_device(bundle.device),
+        device=visible_device(bundle.device),
         latency_batch_sizes=(), evaluate_test=False, progress=False, copy=True,
     )
     pruner.prune(model, splits)
@@ -248,7 +321,7 @@ def run_fitness_job(job: FitnessJob, bundle: TaskBundle) -> dict[str, Any]:
     if not math.isfinite(accuracy):
         raise CandidateError(f"validation accuracy is not finite ({accuracy})")
     return {
-        "accuracy": accuracy,
+        "score": accuracy,
         "pruned_accuracy": float(result.steps[-1].val_accuracy_pruned) if result.steps else accuracy,
         "macs_kept": float(result.macs_kept),
         "params_kept": float(result.params_kept),

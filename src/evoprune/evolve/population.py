@@ -1,16 +1,18 @@
 """Individuals, the fitness cache keyed by canonical form, ranking, selection and the hall of fame.
 
 A candidate's fitness lives in the cache, not on the individual: every tree with the same canonical form (the same
-function up to reordering of sums and products) shares one :class:`CacheEntry`, evaluated once per seed. Its
-fitness is the weighted geometric mean over tasks of its mean validation accuracy over the evaluations it has had
-(one, or more when elites are re-evaluated with new seeds).
+function up to reordering of sums and products) shares one :class:`CacheEntry`, evaluated once per fidelity and
+seed. At each fidelity its fitness combines the tasks' mean scores over the evaluations it has had there (one, or
+more when elites are re-evaluated with new seeds): a weighted geometric mean of validation accuracies at
+``recal`` and ``finetune``, a weighted arithmetic mean of Spearman correlations at ``oracle``.
 
-Ranking is total and deterministic: higher fitness first, then the smaller tree (parsimony on ties), then the
-canonical string.
+Ranking is total and deterministic and lexicographic: the candidate that reached the more expensive fidelity first,
+then higher fitness at that fidelity, then the smaller tree (parsimony on ties), then the canonical string.
 """
 
 from __future__ import annotations
 
+import math
 import random
 import statistics
 from dataclasses import dataclass, field
@@ -18,7 +20,8 @@ from typing import Any
 
 from deap import gp
 
-from evoprune.evolve.fitness import WORST_FITNESS, weighted_geometric_mean
+from evoprune.evolve.config import FIDELITIES
+from evoprune.evolve.fitness import WORST_FITNESS, combine_fitness, worst_fitness
 
 
 @dataclass
@@ -36,27 +39,37 @@ class Individual:
 
 @dataclass
 class Evaluation:
-    """One evaluation of a candidate (all tasks, one seed): per-task results and their combined fitness."""
+    """One evaluation of a candidate at one fidelity (all tasks, one seed): per-task results and their fitness.
+
+    Each task's result holds its ``score`` (a validation accuracy at ``recal`` and ``finetune``, a Spearman
+    correlation at ``oracle``; the fidelity's worst value when it failed), ``status``, ``error`` and ``seconds``.
+    """
 
     index: int
     tasks: dict[str, dict[str, Any]]
     fitness: float
+    fidelity: str = "finetune"
 
     @property
     def failed(self) -> bool:
         return any(r.get("status") != "ok" for r in self.tasks.values())
 
     def to_dict(self) -> dict[str, Any]:
-        return {"index": self.index, "tasks": self.tasks, "fitness": self.fitness}
+        return {"fidelity": self.fidelity, "index": self.index, "tasks": self.tasks, "fitness": self.fitness}
 
     @staticmethod
     def from_dict(data: dict[str, Any]) -> Evaluation:
-        return Evaluation(int(data["index"]), dict(data["tasks"]), float(data["fitness"]))
+        return Evaluation(int(data["index"]), dict(data["tasks"]), float(data["fitness"]), str(data["fidelity"]))
 
 
 @dataclass
 class CacheEntry:
-    """Everything known about one function (canonical form)."""
+    """Everything known about one function (canonical form), at every fidelity it was evaluated at.
+
+    The cache is keyed by (canonical form, fidelity): :meth:`at` gives one fidelity's evaluations. The entry's
+    *reached* fidelity is the most expensive one with an evaluation that did not fail (None when every one failed);
+    ``fitness`` and ``accuracies`` (per-task mean scores, accuracies except at ``oracle``) are taken there.
+    """
 
     key: str
     size: int
@@ -66,19 +79,44 @@ class CacheEntry:
     evaluations: list[Evaluation] = field(default_factory=list)
     fitness: float = WORST_FITNESS
     accuracies: dict[str, float] = field(default_factory=dict)
+    reached: str | None = None
+    _by_fidelity: dict[str, tuple[float, dict[str, float]]] = field(default_factory=dict, repr=False)
 
     def add(self, evaluation: Evaluation, weights: dict[str, float]) -> None:
-        """Record an evaluation and update the mean accuracies and the fitness."""
+        """Record an evaluation and update the per-fidelity fitness and the reached fidelity."""
         self.evaluations.append(evaluation)
         self.refresh(weights)
 
     def refresh(self, weights: dict[str, float]) -> None:
-        if not self.evaluations:
-            self.fitness, self.accuracies = WORST_FITNESS, {}
-            return
-        names = list(self.evaluations[0].tasks)
-        self.accuracies = {t: statistics.fmean(e.tasks[t]["accuracy"] for e in self.evaluations) for t in names}
-        self.fitness = weighted_geometric_mean(self.accuracies, weights)
+        self._by_fidelity = {}
+        self.reached = None
+        for fidelity in FIDELITIES:
+            done = self.at(fidelity)
+            if not done:
+                continue
+            names = list(done[0].tasks)
+            scores = {t: statistics.fmean(e.tasks[t]["score"] for e in done) for t in names}
+            self._by_fidelity[fidelity] = (combine_fitness(fidelity, scores, weights), scores)
+            if not all(e.failed for e in done):
+                self.reached = fidelity
+        # Where every evaluation failed, the fitness shown is the (worst-valued) one of the last fidelity tried.
+        shown = self.reached or next(reversed(self._by_fidelity), None)
+        self.fitness, self.accuracies = self._by_fidelity[shown] if shown is not None else (WORST_FITNESS, {})
+
+    def at(self, fidelity: str) -> list[Evaluation]:
+        """The evaluations at one fidelity, in order."""
+        return [e for e in self.evaluations if e.fidelity == fidelity]
+
+    def has(self, fidelity: str) -> bool:
+        return any(e.fidelity == fidelity for e in self.evaluations)
+
+    def fitness_at(self, fidelity: str) -> float:
+        """Fitness at ``fidelity`` (its worst value if not evaluated there)."""
+        return self._by_fidelity.get(fidelity, (worst_fitness(fidelity), {}))[0]
+
+    def failed_at(self, fidelity: str) -> bool:
+        """Every evaluation at ``fidelity`` failed (or there is none)."""
+        return all(e.failed for e in self.at(fidelity))
 
     @property
     def evaluated(self) -> bool:
@@ -88,8 +126,10 @@ class CacheEntry:
     def failures(self) -> int:
         return sum(e.failed for e in self.evaluations)
 
-    def rank_key(self) -> tuple[float, int, str]:
-        return (-self.fitness, self.size, self.key)
+    def rank_key(self) -> tuple[int, float, int, str]:
+        """Lexicographic: the more expensive fidelity reached first, then higher fitness there, smaller, key."""
+        level = FIDELITIES.index(self.reached) if self.reached is not None else -1
+        return (-level, -self.fitness, self.size, self.key)
 
     def to_dict(self) -> dict[str, Any]:
         return {"key": self.key, "size": self.size, "height": self.height, "first_generation": self.first_generation,
@@ -105,10 +145,6 @@ class CacheEntry:
 
 class FitnessCache(dict[str, CacheEntry]):
     """Canonical key → :class:`CacheEntry`."""
-
-    def fitness(self, key: str) -> float:
-        entry = self.get(key)
-        return entry.fitness if entry is not None else WORST_FITNESS
 
     def ranked(self) -> list[CacheEntry]:
         return sorted((e for e in self.values() if e.evaluated), key=CacheEntry.rank_key)
@@ -140,8 +176,21 @@ def tournament(population: list[Individual], cache: FitnessCache, size: int, rng
     return min(aspirants, key=lambda ind: cache[ind.key].rank_key())
 
 
-def population_stats(population: list[Individual], cache: FitnessCache) -> dict[str, float]:
-    values = [cache.fitness(ind.key) for ind in population]
+def promoted(pool: list[str], cache: FitnessCache, fidelity: str, fraction: float) -> list[str]:
+    """Successive halving: the best ``ceil(fraction · len(pool))`` of ``pool`` (keys) at ``fidelity``, best first.
+
+    Ranked by fitness there, then size, then key; a candidate whose evaluations there all failed is never promoted
+    (so fewer may go on when many failed).
+    """
+    count = math.ceil(fraction * len(pool) - 1e-9)  # 0.1 · 30 is 3.0000000000000004 in floating point
+    ranked = sorted((k for k in pool if not cache[k].failed_at(fidelity)),
+                    key=lambda k: (-cache[k].fitness_at(fidelity), cache[k].size, k))
+    return ranked[:count]
+
+
+def population_stats(population: list[Individual], cache: FitnessCache, fidelity: str) -> dict[str, float]:
+    """Fitness statistics at ``fidelity`` (the cheapest of the run: every member has it) and tree sizes."""
+    values = [cache[ind.key].fitness_at(fidelity) for ind in population]
     return {
         "best": max(values),
         "mean": statistics.fmean(values),

@@ -6,6 +6,7 @@ Layout::
     RUN_DIR/events.jsonl        one JSON object per line: run, pretraining, every evaluation, every generation
     RUN_DIR/checkpoint.json     state after the last finished generation (written atomically: temp + rename)
     RUN_DIR/models/<task>.pt    pretrained task models (evoprune checkpoints, no pickled code)
+    RUN_DIR/oracle/<task>.pt    each task's oracle importance (the oracle fidelity; tensors, read weights_only)
     RUN_DIR/results.json, fitness.png, report.md   written at the end
 
 Everything is JSON: the population as formula strings, the fitness cache, the RNG states of ``random``, numpy
@@ -34,11 +35,11 @@ import torch
 from evoprune.atomic import check_output, write_json
 from evoprune.errors import ConfigError, EvopruneError
 
-CHECKPOINT_FORMAT = "evoprune.evolve.checkpoint/2"
+CHECKPOINT_FORMAT = "evoprune.evolve.checkpoint/3"
 
 # What a run directory holds (besides the ``.NAME.*.tmp`` files an atomic write killed midway can leave).
-RUN_ENTRIES = frozenset({"config.json", "events.jsonl", "checkpoint.json", "models", "results.json", "fitness.png",
-                         "report.md"})
+RUN_ENTRIES = frozenset({"config.json", "events.jsonl", "checkpoint.json", "models", "oracle", "results.json",
+                         "fitness.png", "report.md"})
 
 _CHECKPOINT_FIX = ("evoprune writes it atomically, so something else changed it: remove checkpoint.json to redo the "
                    "run from generation 0 (evaluations logged in events.jsonl are reused), or start a new run")
@@ -221,6 +222,11 @@ _UNIT_STATS = ("best", "mean", "median", "std", "worst", "hall_of_fame_best")
 _COUNT_STATS = ("unique", "evaluated", "reevaluated", "cache_hits", "failed")
 
 
+def _score_range(fidelity: str) -> tuple[float, str]:
+    """The lowest score of a fidelity and what its scores are (the highest is 1)."""
+    return (-1.0, "a correlation") if fidelity == "oracle" else (0.0, "an accuracy")
+
+
 @dataclass
 class Checkpoint:
     """A checked ``checkpoint.json``: the state after generation ``generation``."""
@@ -237,28 +243,42 @@ class Checkpoint:
     failures: int
 
 
-def _checked_history(entry: Field, generation: int, tasks: list[str]) -> dict[str, Any]:
+def _checked_history(entry: Field, generation: int, tasks: list[str], levels: tuple[str, ...]) -> dict[str, Any]:
     entry.at("generation").integer(generation, generation, "entries are in generation order")
     for name in _UNIT_STATS:
-        entry.at(name).number(0.0, 1.0, "a fitness")
+        entry.at(name).number(-1.0, 1.0, "a fitness")
     for name in _COUNT_STATS:
         entry.at(name).integer(0)
     for name in ("mean_size", "mean_height"):
         entry.at(name).number(0.0)
     for name in ("best_formula", "best_infix"):
         entry.at(name).string()
+    reached = entry.at("best_fidelity").optional_string()
+    if reached is not None and reached not in levels:
+        entry.at("best_fidelity").fail(f"is {reached!r}, not a fidelity of this run ({', '.join(levels)})")
+    low, what = _score_range(reached or levels[-1])
     accuracies = entry.at("best_accuracies")
     for task in accuracies.obj():
         if task not in tasks:
             accuracies.fail(f"names task {task!r}, which the config does not have ({', '.join(tasks)})")
-        accuracies.at(task).number(0.0, 1.0, "an accuracy")
+        accuracies.at(task).number(low, 1.0, what)
+    if len(levels) > 1:
+        per_level = entry.at("fidelities")
+        if sorted(per_level.obj()) != sorted(levels):
+            per_level.fail(f"names fidelities {sorted(per_level.obj())}, the config has {sorted(levels)}")
+        for level in levels:
+            for name in ("candidates", "evaluated", "failed"):
+                per_level.at(level).at(name).integer(0)
     variation = entry.at("variation")
     for name in variation.obj():
         variation.at(name).integer(0)
     return entry.value
 
 
-def _checked_cache_entry(entry: Field, generation: int, tasks: list[str], max_evaluations: int) -> dict[str, Any]:
+def _checked_cache_entry(entry: Field, generation: int, tasks: list[str], levels: tuple[str, ...],
+                         max_evaluations: int) -> dict[str, Any]:
+    """One fitness-cache entry: evaluations at this run's fidelities, numbered from 0 per fidelity, at most one at
+    a deterministic fidelity and ``max_evaluations`` at ``finetune``."""
     from evoprune.expr import FormulaError, height, parse, size
 
     key_field = entry.at("key")
@@ -270,19 +290,27 @@ def _checked_cache_entry(entry: Field, generation: int, tasks: list[str], max_ev
     entry.at("height").integer(height(node), height(node), f"the height of {key_field.value}")
     entry.at("first_generation").integer(0, generation, "a generation this run has finished")
     entry.at("origin").string()
-    evaluations = entry.at("evaluations").items()
-    if len(evaluations) > max_evaluations:
-        entry.at("evaluations").fail(f"has {len(evaluations)} entries, more than evolution.max_evaluations "
-                                     f"({max_evaluations})")
-    for index, evaluation in enumerate(evaluations):
-        evaluation.at("index").integer(index, index, "evaluations are numbered from 0")
-        evaluation.at("fitness").number(0.0, 1.0, "a fitness")
+    seen: dict[str, int] = {}
+    for evaluation in entry.at("evaluations").items():
+        fidelity_field = evaluation.at("fidelity")
+        fidelity = fidelity_field.string()
+        if fidelity not in levels:
+            fidelity_field.fail(f"is {fidelity!r}, not a fidelity of this run ({', '.join(levels)})")
+        index = seen.get(fidelity, 0)
+        allowed = max_evaluations if fidelity == "finetune" else 1
+        if index >= allowed:
+            fidelity_field.fail(f"has more than {allowed} evaluation(s) at {fidelity} (evolution.max_evaluations "
+                                "applies to finetune; the other fidelities are deterministic)")
+        seen[fidelity] = index + 1
+        evaluation.at("index").integer(index, index, "evaluations are numbered from 0 at each fidelity")
+        low, what = _score_range(fidelity)
+        evaluation.at("fitness").number(low, 1.0, "a fitness")
         results = evaluation.at("tasks")
         if sorted(results.obj()) != sorted(tasks):
             results.fail(f"names tasks {sorted(results.obj())}, the config has {sorted(tasks)}")
         for task in tasks:
             result = results.at(task)
-            result.at("accuracy").number(0.0, 1.0, "an accuracy")
+            result.at("score").number(low, 1.0, what)
             result.at("status").string()
             result.at("error").optional_string()
             result.at("seconds").number(0.0)
@@ -303,7 +331,8 @@ def check_checkpoint(data: Any, label: str, config: Any) -> Checkpoint:
     generation = top.at("generation").integer(0, generations - 1, f"config.json has {generations} generation(s)")
     tasks = [t.name for t in config.tasks]
     finished = generation + 1
-    history = [_checked_history(h, i, tasks)
+    levels = tuple(config.fidelity.levels)
+    history = [_checked_history(h, i, tasks, levels)
                for i, h in enumerate(top.at("history").items(finished, "one per finished generation"))]
     timing = []
     for i, t in enumerate(top.at("timing").items(finished, "one per finished generation")):
@@ -316,7 +345,7 @@ def check_checkpoint(data: Any, label: str, config: Any) -> Checkpoint:
     keys: set[str] = set()
     max_evaluations = config.evolution.max_evaluations if config.evolution.reevaluate_elites else 1
     for entry in top.at("cache").items():
-        cache.append(_checked_cache_entry(entry, generation, tasks, max_evaluations))
+        cache.append(_checked_cache_entry(entry, generation, tasks, levels, max_evaluations))
         if cache[-1]["key"] in keys:
             entry.at("key").fail("repeats an earlier entry's key")
         keys.add(cache[-1]["key"])
@@ -367,6 +396,10 @@ class RunDir:
     @property
     def models_dir(self) -> Path:
         return self.path / "models"
+
+    @property
+    def oracle_dir(self) -> Path:
+        return self.path / "oracle"
 
     @property
     def results_path(self) -> Path:
@@ -483,8 +516,8 @@ class RunDir:
         """Every complete event (a RunDirError names a damaged line)."""
         return [record for _, record in self._records()]
 
-    def journal(self, tasks: list[str]) -> dict[tuple[str, int, str], dict[str, Any]]:
-        """The logged evaluations, by ``(formula key, evaluation index, task)``, each checked."""
+    def journal(self, tasks: list[str], levels: tuple[str, ...]) -> dict[tuple[str, str, int, str], dict[str, Any]]:
+        """The logged evaluations, by ``(formula key, fidelity, evaluation index, task)``, each checked."""
         out = {}
         for label, record in self._records():
             if record["event"] != "evaluation":
@@ -493,12 +526,16 @@ class RunDir:
             task = field.at("task").string()
             if task not in tasks:
                 field.at("task").fail(f"is {task!r}, not a task of this run ({', '.join(tasks)})")
+            fidelity = field.at("fidelity").string()
+            if fidelity not in levels:
+                field.at("fidelity").fail(f"is {fidelity!r}, not a fidelity of this run ({', '.join(levels)})")
+            low, what = _score_range(fidelity)
             checked = {
-                "key": field.at("key").string(), "index": field.at("index").integer(0), "task": task,
-                "status": field.at("status").string(), "accuracy": field.at("accuracy").number(0.0, 1.0, "an accuracy"),
+                "key": field.at("key").string(), "fidelity": fidelity, "index": field.at("index").integer(0),
+                "task": task, "status": field.at("status").string(), "score": field.at("score").number(low, 1.0, what),
                 "error": field.at("error").optional_string(), "seconds": field.at("seconds").number(0.0),
             }
-            out[(checked["key"], checked["index"], task)] = checked
+            out[(checked["key"], fidelity, checked["index"], task)] = checked
         return out
 
     def close(self) -> None:
