@@ -114,6 +114,8 @@ def test_bad_input_errors(data, resnet, capsys: pytest.CaptureFixture[str]) -> N
         search_channels(resnet, data, _config(macs_target=0.001, min_keep=0.5), seed=0)
     with pytest.raises(EvopruneError):
         search_channels(resnet, data, _config(metric="no_such_metric"), seed=0)
+    with pytest.raises(PruningError, match="unknown group"):
+        search_channels(resnet, data, _config(), seed=0, references={"mine": {"no_such_layer": 3}})
     for argv, message in (
         (["search", "--space", "channels", "--preset", "improved"], "--preset does not apply"),
         (["search", "--space", "channels", "--algorithm", "both"], "one algorithm"),
