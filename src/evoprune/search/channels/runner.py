@@ -145,9 +145,10 @@ def search_channels(model: nn.Module, data: DatasetSplits, config: ChannelSearch
         tuned.update({name: evaluator(a)["index"] for name, a in named.items()})
     finetuned = {}
     if config.finetune.epochs > 0:
-        finetuned = {name: _finetune(space, tuple(records[index]["keep"]), data, recal_x, config, seed, progress)
-                     for name, index in tuned.items()}
-        seconds["finetune"] = sum(f["seconds"] for f in finetuned.values())
+        once = {index: _finetune(space, tuple(records[index]["keep"]), data, recal_x, config, seed, progress)
+                for index in dict.fromkeys(tuned.values())}  # one allocation under two names is tuned once
+        finetuned = {name: once[index] for name, index in tuned.items()}
+        seconds["finetune"] = sum(f["seconds"] for f in once.values())
     seconds.update({f"evaluation_{k}": v for k, v in evaluator.seconds.items()})
     seconds["total"] = time.perf_counter() - start
     macs, params = space.costs.base
