@@ -53,7 +53,7 @@ def bench_evaluations(tasks: dict[str, Any]) -> dict[str, Any]:
             start = time.perf_counter()
             result = run_fitness_job(FitnessJob(formula, name, 0, 1), bundle)
             seconds.append(time.perf_counter() - start)
-            accuracies[metric] = result["accuracy"]
+            accuracies[metric] = result["score"]
         finetune = bundle.finetune
         out[name] = {
             "median_s": statistics.median(seconds), "min_s": min(seconds), "max_s": max(seconds),
@@ -83,7 +83,7 @@ def bench_executors(tasks: dict[str, Any], rounds: int) -> dict[str, Any]:
                 t0 = time.perf_counter()
                 outs = ex.run(run_fitness_job, jobs)
                 times[label].append(time.perf_counter() - t0)
-                values[label] = [o.value["accuracy"] for o in outs]
+                values[label] = [o.value["score"] for o in outs]
     finally:
         pool.close()
     med = {k: statistics.median(v) for k, v in times.items()}
