@@ -240,12 +240,13 @@ def _run_channels(args: argparse.Namespace, console: Console) -> int:
         console.print(f"chosen allocation fine-tuned {f['epochs']} epoch(s): val {f['val_accuracy']:.4f}, "
                       f"test {f['test_accuracy']:.4f} (loss {f['test_loss']:.4f})")
     seconds = result.seconds
-    console.print(f"{len(result.records)} allocations in {seconds['search']:.0f} s of search (recalibration "
-                  f"{seconds['evaluation_recalibrate']:.0f} s, evaluation {seconds['evaluation_evaluate']:.0f} s, "
-                  f"pruning {seconds['evaluation_prune']:.0f} s); run directory: {out}")
+    console.print(f"{len(result.records)} allocations measured, {seconds['search']:.0f} s of search; over all of "
+                  f"them BN recalibration took {seconds['evaluation_recalibrate']:.0f} s, validation "
+                  f"{seconds['evaluation_evaluate']:.0f} s, pruning copies {seconds['evaluation_prune']:.0f} s, "
+                  f"counting MACs {seconds['evaluation_count']:.0f} s; run directory: {out}")
     if "table_chosen" in paths:
-        console.print(f"apply it: evoprune prune --checkpoint CHECKPOINT --metric {config.metric} --table "
-                      f"{paths['table_chosen']}")
+        console.print(f"apply it: evoprune prune --checkpoint {source['checkpoint']} --metric '{config.metric}' "
+                      f"--table {paths['table_chosen']}")
     return 0
 
 
