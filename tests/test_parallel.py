@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import time
 from types import SimpleNamespace
 
@@ -13,6 +14,7 @@ from evoprune import parallel
 from evoprune.errors import ConfigError
 from evoprune.parallel import (
     RAY_NICENESS_VARIABLE,
+    ExecutorError,
     Job,
     ProcessExecutor,
     RayExecutor,
@@ -119,7 +121,9 @@ def test_make_executor_checks_its_arguments() -> None:
 
 class _FakeRay:
     """Just enough of the ``ray`` module for RayExecutor without starting Ray: records the environment
-    ``ray.init`` saw and answers every task with a worker report at a chosen niceness."""
+    ``ray.init`` saw and answers every task with a worker report at a chosen niceness. ``lose`` names, per payload,
+    the Ray errors its successive attempts end with (a lost worker or node); the head is a listening socket, so
+    closing it (``lose_head``) is what the executor's probe sees when a real head dies."""
 
     class exceptions:  # mirrors the ray.exceptions module
         class RayError(Exception):
@@ -131,11 +135,28 @@ class _FakeRay:
         class TaskCancelledError(RayError):
             pass
 
-    def __init__(self, niceness: dict[str, int] | None = None) -> None:
+        class WorkerCrashedError(RayError):
+            pass
+
+        class NodeDiedError(RayError):
+            pass
+
+        class ObjectLostError(RayError):
+            pass
+
+        class LocalRayletDiedError(RayError):
+            pass
+
+    def __init__(self, niceness: dict[str, int] | None = None, lose: dict[object, list[str]] | None = None) -> None:
         self.niceness = niceness or {}
+        self.lose = {k: list(v) for k, v in (lose or {}).items()}
         self.env_at_init: str | None = "unset"
         self.initialized = False
         self.submitted: list[tuple[str, object]] = []
+        self.head = socket.create_server(("127.0.0.1", 0))
+
+    def lose_head(self) -> None:
+        self.head.close()
 
     def is_initialized(self) -> bool:
         return self.initialized
@@ -143,6 +164,9 @@ class _FakeRay:
     def init(self, address: str | None = None, **kwargs: object) -> None:
         self.env_at_init = os.environ.get(RAY_NICENESS_VARIABLE)
         self.initialized = True
+
+    def get_runtime_context(self) -> SimpleNamespace:
+        return SimpleNamespace(gcs_address=f"127.0.0.1:{self.head.getsockname()[1]}")
 
     def cluster_resources(self) -> dict[str, float]:
         return {"CPU": 2.0}
@@ -155,6 +179,8 @@ class _FakeRay:
 
     def get(self, ref: int) -> tuple[object, float, str, int]:
         host, payload = self.submitted[ref]
+        if self.lose.get(payload):
+            raise getattr(self.exceptions, self.lose[payload].pop(0))(f"attempt {ref} lost")
         return payload, 0.01, f"ray:{host}:{100 + ref}", self.niceness.get(host, 0)
 
     def _submit(self, fn: object, payload: object, boxed: list[object], threads: int) -> int:
@@ -191,3 +217,43 @@ def test_niced_ray_workers_get_one_warning_line_per_node(monkeypatch: pytest.Mon
     assert "\n" not in line and "node1" in line and "niceness 15" in line
     assert "RAY_worker_niceness=0 ray start --head" in line
     assert niced_workers_warning("node0", 0) is None
+
+
+def test_jobs_lost_with_a_node_or_worker_run_again_and_count_once(monkeypatch: pytest.MonkeyPatch,
+                                                                  caplog: pytest.LogCaptureFixture) -> None:
+    """A lost node is the cluster's failure: the job runs again and is reported once, with its real result."""
+    fake = _FakeRay(lose={2: ["NodeDiedError", "WorkerCrashedError"], 3: ["ObjectLostError"]})
+    ex = _fake_ray_executor(monkeypatch, fake)
+    reported: list[str] = []
+    with caplog.at_level(logging.WARNING, logger="evoprune.parallel"):
+        out = ex.run(job_fn, _jobs(1, 2, 3, 4, shared=None), on_done=lambda o: reported.append(o.id))
+    assert [o.value for o in out] == [1, 2, 3, 4] and all(o.ok for o in out)
+    assert sorted(reported) == ["j0", "j1", "j2", "j3"]  # nothing counted twice
+    assert [payload for _, payload in fake.submitted].count(2) == 3
+    assert len(caplog.records) == 3 and "NodeDiedError" in caplog.records[0].getMessage()
+
+
+def test_a_job_lost_every_time_ends_as_a_crash_after_the_retries(monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = _FakeRay(lose={"x": ["WorkerCrashedError"] * 10})
+    monkeypatch.setattr(parallel, "import_ray", lambda: fake)
+    out = RayExecutor(threads=1, retries=2).run(job_fn, _jobs("x", 1, shared=None))
+    assert [o.status for o in out] == ["crash", "ok"]
+    assert "WorkerCrashedError" in (out[0].error or "")
+    assert [payload for _, payload in fake.submitted].count("x") == 3
+    with pytest.raises(ConfigError, match="retries"):
+        RayExecutor(threads=1, retries=-1)
+
+
+@pytest.mark.parametrize("how", ["head", "own node"])
+def test_losing_the_head_ends_the_run_with_one_line_naming_resume(monkeypatch: pytest.MonkeyPatch, how: str) -> None:
+    """Not a retry loop against a dead cluster, nor Ray's own kill a minute later: one error naming --resume."""
+    fake = _FakeRay(lose={2: ["NodeDiedError" if how == "head" else "LocalRayletDiedError"]})
+    ex = _fake_ray_executor(monkeypatch, fake)
+    assert ex.run(job_fn, _jobs(1, shared=None))[0].ok
+    if how == "head":
+        fake.lose_head()
+    with pytest.raises(ExecutorError, match="lost the Ray cluster") as info:
+        ex.run(job_fn, _jobs(1, 2, shared=None))
+    message = str(info.value)
+    assert "\n" not in message and "--resume RUN_DIR --executor ray" in message
+    assert ("does not answer" in message) == (how == "head")

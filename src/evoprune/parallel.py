@@ -22,6 +22,7 @@ import logging
 import multiprocessing
 import os
 import signal
+import socket
 import sys
 import threading
 import time
@@ -505,12 +506,21 @@ def niced_workers_warning(host: str, niceness: int) -> str | None:
             f"(`{RAY_NICENESS_VARIABLE}=0 ray start --address HEAD:6379 ...` on the others)")
 
 
+def _host_port(address: str) -> tuple[str, int]:
+    """``("host", port)`` from Ray's ``host:port`` GCS address."""
+    host, _, port = address.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+def _ray_errors(ray: Any, *names: str) -> tuple[type[BaseException], ...]:
+    """The exception classes of ``ray.exceptions`` with these names (those this Ray version has)."""
+    return tuple(getattr(ray.exceptions, n) for n in names if hasattr(ray.exceptions, n))
+
+
 def _ray_job(fn: JobFn, payload: Any, boxed: list[Any], threads: int) -> tuple[Any, float, str, int]:
     """Body of one Ray task. ``boxed`` holds the shared object's ref inside a list, so Ray does not resolve it
     for every task: each worker process fetches it once and keeps it. Also reports the worker's niceness, so the
     driver can warn about a cluster started without ``RAY_worker_niceness=0``."""
-    import socket
-
     import torch
 
     if torch.get_num_threads() != threads:
@@ -548,15 +558,27 @@ class RayExecutor(Executor):
     lazily, and starting one (importing torch, fetching the shared model and data) is not the candidate's fault.
     A local instance started here runs its workers at niceness 0 (Ray's default, 15, lets any other job on the
     node starve them); workers of a cluster found running niced get a one-line warning with the fix.
+
+    Faults: a job lost with its worker or node (``WorkerCrashedError``, ``NodeDiedError``, ``ObjectLostError``) is
+    the cluster's failure, not the job's: it is submitted again, up to ``retries`` times, and reported once, so a
+    lost node changes no result (a job that kills its worker every time ends as ``"crash"`` after the retries).
+    Losing the head (its GCS stops answering, probed every few seconds and after every lost job) or the node this
+    process is attached to ends :meth:`run` with one :class:`ExecutorError` line instead: Ray itself would kill the
+    process a minute later, and a run directory continues on a new cluster with ``--resume``.
     """
 
     name = "ray"
+    PROBE_EVERY = 5.0  # seconds between checks that the head answers (Ray kills a driver 60 s after losing it)
 
     def __init__(self, address: str | None = None, *, threads: int = 1, num_cpus: float = 1.0,
                  num_gpus: float | None = None, max_in_flight: int | None = None,
-                 init_kwargs: dict[str, Any] | None = None, startup_grace: float = 120.0) -> None:
+                 init_kwargs: dict[str, Any] | None = None, startup_grace: float = 120.0, retries: int = 3) -> None:
         super().__init__(threads=threads)
+        if retries < 0:
+            raise ConfigError(f"retries must be ≥ 0, got {retries}")
         self.startup_grace = float(startup_grace)
+        self.retries = retries
+        self._max_in_flight = max_in_flight
         self._finished = 0
         ray = import_ray()
         self._ray = ray
@@ -576,13 +598,23 @@ class RayExecutor(Executor):
         self.num_gpus = (1.0 if gpus > 0 else 0.0) if num_gpus is None else float(num_gpus)
         if self.num_gpus > 0 and gpus <= 0:
             raise ExecutorError(f"{self.num_gpus:g} GPU(s) per task requested but the Ray cluster has no GPU")
-        by_cpu = int(float(resources.get("CPU", 1.0)) // self.num_cpus) if self.num_cpus > 0 else 10**6
-        by_gpu = int(gpus // self.num_gpus) if self.num_gpus > 0 else 10**6
-        self._capacity = max(1, max_in_flight or min(by_cpu, by_gpu))
+        self._capacity = self._fitting(resources)
         self._remote = ray.remote(_ray_job)
         self._refs: dict[str, Any] = {}
         self._niced_hosts: set[str] = set()
         self.resources = {k: v for k, v in resources.items() if k in ("CPU", "GPU", "memory")}
+        try:
+            self._head: tuple[str, int] | None = _host_port(ray.get_runtime_context().gcs_address)
+        except Exception:  # a Ray Client connection (ray://) has no GCS address to probe
+            self._head = None
+        self._probed = time.monotonic()
+
+    def _fitting(self, resources: dict[str, float]) -> int:
+        """How many tasks the cluster's ``resources`` run at once (or ``max_in_flight``)."""
+        by_cpu = int(float(resources.get("CPU", 1.0)) // self.num_cpus) if self.num_cpus > 0 else 10**6
+        gpus = float(resources.get("GPU", 0.0))
+        by_gpu = int(gpus // self.num_gpus) if self.num_gpus > 0 else 10**6
+        return max(1, self._max_in_flight or min(by_cpu, by_gpu))
 
     @property
     def capacity(self) -> int:
@@ -596,9 +628,12 @@ class RayExecutor(Executor):
             on_done: OnDone | None = None) -> list[Outcome]:
         ray = self._ray
         self._check_jobs(jobs)
+        self._check_head()
+        self._capacity = self._fitting(ray.cluster_resources())  # nodes come and go between runs
         queue: deque[Job] = deque(jobs)
         flying: dict[Any, tuple[Job, float, float]] = {}  # ref -> (job, submitted at, seconds allowed)
         results: dict[str, Outcome] = {}
+        lost: dict[str, int] = {}  # job id -> times it was lost with its worker or node
 
         def finish(outcome: Outcome) -> None:
             self._finished += 1
@@ -606,14 +641,15 @@ class RayExecutor(Executor):
             if on_done is not None:
                 on_done(outcome)
 
+        def submit(job: Job, grace: bool) -> None:
+            boxed = [self._refs[job.shared]] if job.shared is not None else []
+            ref = self._remote.options(num_cpus=self.num_cpus, num_gpus=self.num_gpus, max_retries=0,
+                                       name=f"evoprune:{job.id}"[:100]).remote(fn, job.payload, boxed, self.threads)
+            flying[ref] = (job, time.perf_counter(), (timeout or 0.0) + (self.startup_grace if grace else 0.0))
+
         while len(results) < len(jobs):
             while queue and len(flying) < self._capacity:
-                job = queue.popleft()
-                boxed = [self._refs[job.shared]] if job.shared is not None else []
-                ref = self._remote.options(num_cpus=self.num_cpus, num_gpus=self.num_gpus, max_retries=0,
-                                           name=f"evoprune:{job.id}"[:100]).remote(fn, job.payload, boxed, self.threads)
-                allowed = (timeout or 0.0) + (self.startup_grace if self._finished < self._capacity else 0.0)
-                flying[ref] = (job, time.perf_counter(), allowed)
+                submit(queue.popleft(), self._finished < self._capacity)
             wait_for = 1.0
             if timeout:
                 now = time.perf_counter()
@@ -621,32 +657,78 @@ class RayExecutor(Executor):
             done, _ = ray.wait(list(flying), num_returns=1, timeout=wait_for)
             for ref in done:
                 job, started, _ = flying.pop(ref)
-                finish(self._collect(ref, job, started))
+                outcome, lost_with_node = self._collect(ref, job, started)
+                if outcome.status == "crash":
+                    self._check_head()  # a job lost with the head is not the candidate's failure: stop, not log it
+                if lost_with_node and lost.get(job.id, 0) < self.retries:
+                    lost[job.id] = lost.get(job.id, 0) + 1
+                    self._cluster_changed(job, lost[job.id], outcome.error)
+                    submit(job, True)  # a fresh worker may have to start on another node
+                else:
+                    finish(outcome)
             if timeout:
                 now = time.perf_counter()
                 for ref, (job, started, allowed) in list(flying.items()):
                     if now - started > allowed:
+                        self._check_head()  # a task stuck because the head is gone did not run past its limit
                         with contextlib.suppress(Exception):
                             ray.cancel(ref, force=True)
                         flying.pop(ref)
                         finish(Outcome(job.id, "timeout", error=f"ran past the time limit of {timeout:g} s; "
                                        "Ray task cancelled", seconds=now - started, worker="ray"))
+            if time.monotonic() - self._probed > self.PROBE_EVERY:
+                self._check_head()
         return [results[j.id] for j in jobs]
 
-    def _collect(self, ref: Any, job: Job, started: float) -> Outcome:
+    def _collect(self, ref: Any, job: Job, started: float) -> tuple[Outcome, bool]:
+        """The job's outcome, and whether it was lost with its worker or node (the cluster's failure, retried)."""
         ray = self._ray
         elapsed = time.perf_counter() - started
+        errors = ray.exceptions
         try:
             value, seconds, worker, niceness = ray.get(ref)
             self._check_niceness(worker, niceness)
-            return Outcome(job.id, "ok", value, None, seconds, worker)
-        except ray.exceptions.RayTaskError as exc:
+            return Outcome(job.id, "ok", value, None, seconds, worker), False
+        except errors.RayTaskError as exc:
             cause = exc.cause if getattr(exc, "cause", None) is not None else exc
-            return Outcome(job.id, "error", None, _short_error(cause), elapsed, "ray")
-        except ray.exceptions.TaskCancelledError:
-            return Outcome(job.id, "timeout", None, "Ray task cancelled", elapsed, "ray")
-        except ray.exceptions.RayError as exc:  # worker crashed, node died, object lost
-            return Outcome(job.id, "crash", None, _short_error(exc), elapsed, "ray")
+            return Outcome(job.id, "error", None, _short_error(cause), elapsed, "ray"), False
+        except errors.TaskCancelledError:
+            return Outcome(job.id, "timeout", None, "Ray task cancelled", elapsed, "ray"), False
+        except errors.RayError as exc:
+            if isinstance(exc, _ray_errors(ray, "LocalRayletDiedError")):
+                raise self._lost_cluster(f"the Ray node this process is attached to died ({type(exc).__name__})") \
+                    from None
+            lost = isinstance(exc, _ray_errors(ray, "WorkerCrashedError", "NodeDiedError", "ObjectLostError"))
+            return Outcome(job.id, "crash", None, _short_error(exc), elapsed, "ray"), lost
+
+    def _cluster_changed(self, job: Job, times: int, error: str | None) -> None:
+        """After a lost job (the head answers): size the window to the nodes still alive, and say so."""
+        self._capacity = self._fitting(self._ray.cluster_resources())
+        cause = (error or "").split(":", 1)[0]
+        log.warning("Ray: job %s was lost with its worker or node (%s); submitted again (%d of at most %d), %d "
+                    "task(s) at once now", job.id, cause, times, self.retries, self._capacity)
+
+    def _check_head(self) -> None:
+        """Raise :class:`ExecutorError` when the head's GCS does not take a connection, twice a second apart."""
+        self._probed = time.monotonic()
+        if self._head is None:
+            return
+        reason = ""
+        for attempt in range(2):
+            try:
+                socket.create_connection(self._head, timeout=2.0).close()
+                return
+            except OSError as exc:
+                reason = str(exc) or type(exc).__name__
+                if attempt == 0:
+                    time.sleep(1.0)
+        raise self._lost_cluster(f"its head at {self._head[0]}:{self._head[1]} does not answer ({reason})")
+
+    def _lost_cluster(self, why: str) -> ExecutorError:
+        return ExecutorError(
+            f"lost the Ray cluster: {why}. Finished generations are checkpointed and finished evaluations logged: "
+            "start a cluster again and continue with `evoprune evolve --resume RUN_DIR --executor ray --address "
+            "HEAD:PORT`")
 
     def _check_niceness(self, worker: str, niceness: int) -> None:
         """Warn once per node whose workers run niced (a cluster from ``ray start`` without the variable)."""
