@@ -233,6 +233,10 @@ class FidelityConfig:
       gradient step;
     - ``finetune``: validation accuracy after pruning with the schedule and fine-tuning (the paper's fitness).
 
+    At ``oracle`` and ``recal`` a formula is scored from moments of the task's whole scoring set; the few whose
+    simplified form reads raw feature maps (ten to a hundred times slower) see a class-balanced subset of
+    ``feature_samples`` of those images instead, which bounds a screen's cost and memory.
+
     Every new candidate gets ``levels[0]``; of each generation's new candidates (every candidate but the elites),
     the best ``promote[i]`` fraction at ``levels[i]`` (rounded up) is evaluated at ``levels[i + 1]``. The default,
     ``finetune`` alone, is the single-fidelity evolution of the paper.
@@ -245,6 +249,7 @@ class FidelityConfig:
     recal_ratios: tuple[float, ...] = ()
     recal_batches: int = 20
     recal_batch_size: int = 64
+    feature_samples: int = 250
 
     def __post_init__(self) -> None:
         if not self.levels:
@@ -263,6 +268,7 @@ class FidelityConfig:
         _at_least("fidelity.oracle_ablations", self.oracle_ablations, 1)
         _at_least("fidelity.recal_batches", self.recal_batches, 1)
         _at_least("fidelity.recal_batch_size", self.recal_batch_size, 1)
+        _at_least("fidelity.feature_samples", self.feature_samples, 1)
         for ratio in self.recal_ratios:
             if not 0.0 < ratio < 1.0:
                 raise ConfigError(f"fidelity.recal_ratios must be in (0, 1), got {ratio!r}")

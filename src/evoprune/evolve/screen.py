@@ -2,9 +2,10 @@
 
 Both score a formula on the task's *unpruned* model, from layer data collected once per worker process and task
 (:class:`Screen`): the class-balanced scoring set of ``scoring_samples`` training images drawn with the task's
-screen seed, its per-class moments at every prunable layer (and, for the few formulas whose simplified form needs
-them, the raw feature maps, kept only while they fit ``operators.max_elements``; otherwise they are collected
-again per candidate). A candidate then costs the tree's interpretation per layer, the coupling of Torch-Pruning
+screen seed and its per-class moments at every prunable layer; for formulas whose simplified form reads raw
+feature maps, the maps of a class-balanced subset of ``fidelity.feature_samples`` of those images (a bounded
+fallback: such trees cost ten to a hundred times more per image), kept only while they fit
+``operators.max_elements``, otherwise collected again per candidate. A candidate then costs the tree's interpretation per layer, the coupling of Torch-Pruning
 groups (:class:`~evoprune.prune.MetricImportance`, as pruning itself combines scores), and:
 
 - ``oracle``: the Spearman correlation with the oracle's loss increases per group, averaged over groups
@@ -37,7 +38,7 @@ from evoprune.errors import ConfigError
 from evoprune.evolve.cost import affordable
 from evoprune.evolve.fitness import CandidateError, FitnessJob, TaskBundle, checked_metric, visible_device
 from evoprune.expr import parse
-from evoprune.metrics import LayerData, Needs, collect_layer_data
+from evoprune.metrics import LayerData, Needs, collect_layer_data, scoring_set
 from evoprune.prune import MetricImportance, ModelGraph, PruneSchedule, get_preset, resolve
 from evoprune.train import evaluate
 
@@ -70,10 +71,17 @@ class Screen:
         self.x, self.y = self.importance.x.to(self.device), self.importance.y.to(self.device)
         self.stats = collect_layer_data(self.model, self.layers, self.x, self.y,
                                         needs=Needs(stats=True, labels=True, weight=True))
-        # Raw maps of every layer at once only while they fit the run's memory limit for one tree's values.
-        feature_elements = sum(d.samples * d.channels * d.positions for d in bundle.layers)
+        # Raw maps: a class-balanced subset of the scoring set, kept for every layer at once while they fit the run's
+        # memory limit for one tree's values (otherwise collected again per candidate).
+        if bundle.fidelity.feature_samples < len(self.y):
+            self.feature_x, self.feature_y = scoring_set(self.x, self.y, size=bundle.fidelity.feature_samples,
+                                                         seed=bundle.screen_seed)
+        else:
+            self.feature_x, self.feature_y = self.x, self.y
+        feature_elements = sum(len(self.feature_y) * d.channels * d.positions for d in bundle.layers)
         self.keep_features = feature_elements <= bundle.max_elements
         self._features: dict[str, LayerData] | None = None
+        self.tp_groups = [self.graph.tp_group(group) for group in self.groups]  # read-only, reused per candidate
         fid = bundle.fidelity
         order = torch.randperm(len(splits.train.y), generator=torch.Generator().manual_seed(bundle.screen_seed))
         self.recal_x = splits.train.x[order[:fid.recal_batches * fid.recal_batch_size]]
@@ -92,7 +100,8 @@ class Screen:
     def features(self) -> dict[str, LayerData]:
         data = self._features
         if data is None:
-            data = collect_layer_data(self.model, self.layers, self.x, self.y, needs=Needs(features=True, labels=True))
+            data = collect_layer_data(self.model, self.layers, self.feature_x, self.feature_y,
+                                      needs=Needs(features=True, labels=True))
             if self.keep_features:
                 self._features = data
         return data
@@ -107,8 +116,8 @@ class Screen:
         self.scorer.scores = {name: metric.score(data[name]) for name in self.layers}
         self.importance.reset()
         out = {}
-        for group in self.groups:
-            scores = self.importance(self.graph.tp_group(group))
+        for group, tp_group in zip(self.groups, self.tp_groups):
+            scores = self.importance(tp_group)
             if scores is None or len(scores) != group.width:
                 raise CandidateError(f"no usable scores for {group.label}")
             out[group.name] = scores.float()
