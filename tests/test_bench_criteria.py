@@ -68,11 +68,16 @@ def test_resume_skips_finished_measurements(smoke_run: Path, tmp_path: Path,
     ("finetune_ratios=[0.3]", "not among ratios"),
     ("references=[\"oracle\", \"magic\"]", "choose from oracle"),
     ("models=[\"resnet56\"]", "choose one or more of"),
-    ("finetune_seeds=[7]", "not in seeds"),
 ])
 def test_bad_settings_are_one_clear_error(override: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         with_overrides(PRESETS["smoke"], [override])
+
+
+def test_seeds_narrow_the_fine_tuned_seeds_too() -> None:
+    narrowed = with_overrides(PRESETS["cpu"], {"seeds": (2, 4)})
+    assert narrowed.tuned_seeds == (2,) and "(fine-tuned: 2)" in narrowed.summary()
+    assert "(fine-tuned: none)" in with_overrides(PRESETS["cpu"], {"seeds": (4,)}).summary()
 
 
 def test_presets_are_sized_as_the_issue_asks() -> None:

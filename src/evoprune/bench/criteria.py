@@ -129,6 +129,10 @@ def run(settings: CriteriaBenchSettings, options: RunOptions) -> BenchReport:
                 f"results in {json_path}")
     start = time.perf_counter()
     info = {"target": "criteria", "command": options.command, "machine": machine()}
+    if skipped == len(requested) and "command" in previous:
+        # nothing is measured here (a --resume that only re-renders): the file keeps who measured it, and how long
+        info = {**info, "command": previous["command"], "machine": previous.get("machine", info["machine"])}
+        start -= previous.get("seconds", 0.0)
 
     def payload() -> dict[str, Any]:
         return {"settings": settings.to_dict(), **info, "seconds": time.perf_counter() - start,

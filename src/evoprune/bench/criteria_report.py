@@ -155,7 +155,7 @@ def render_markdown(results: Mapping[str, Any], *, plots: Mapping[str, str] | No
         lines += ["## After a short fine-tune", "",
                   f"Test accuracy after {settings.finetune.epochs} fine-tuning epoch(s) "
                   f"({settings.finetune.optimizer}, lr {settings.finetune.lr:g}; best validation epoch kept), "
-                  f"seeds {', '.join(map(str, settings.finetune_seeds))}, mean ± std.", "",
+                  f"seeds {', '.join(map(str, settings.tuned_seeds))}, mean ± std.", "",
                   "| metric | " + " | ".join(f"{n} @ {r:.0%}" for n in networks for r in settings.finetune_ratios)
                   + " |", "| --- | " + " | ".join("---:" for _ in networks for _ in settings.finetune_ratios) + " |"]
         by_cell = _by(tuned, "metric", "network", "ratio")

@@ -18,7 +18,7 @@ from rich.table import Table
 
 from evoprune.atomic import check_output
 from evoprune.bench import RunOptions, Target, available_targets, get_target, parse_seeds
-from evoprune.config import with_overrides
+from evoprune.config import parse_assignment, with_overrides
 from evoprune.errors import ConfigError
 
 
@@ -120,8 +120,9 @@ def run(args: argparse.Namespace) -> int:
         check_output(args.cache, option="--cache", directory=True)
     changes: dict[str, Any] = {"seeds": args.seeds, "device": args.device}
     changes.update({o.field: getattr(args, f"opt_{o.field}") for o in target.options})
-    settings = with_overrides(target.preset(args.preset), {k: v for k, v in changes.items() if v is not None})
-    settings = with_overrides(settings, args.overrides)
+    changes = {k: v for k, v in changes.items() if v is not None}
+    changes.update(parse_assignment(text) for text in args.overrides)  # --set last; checked once, all together
+    settings = with_overrides(target.preset(args.preset), changes)
     options = RunOptions(
         out=args.out, name=args.name or f"{target.name}-{args.preset}", cache=args.cache,
         existing="resume" if args.resume else "fresh" if args.fresh else "error", progress=not args.quiet,

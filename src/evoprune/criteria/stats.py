@@ -357,6 +357,7 @@ def reading(table: PairwiseTable, *, alpha: float = 0.05) -> str:
             f"Distinguishable after Holm's correction for the {tested} tests ({found} pairs; {uncorrected} pass "
             f"uncorrected, where about {tested * alpha:.1f} would by chance if no metric differed): "
             f"{listed(beats, '>')}." if found else
+            "No pair could be tested." if not tested else
             f"No pair of the {tested} tested is distinguishable after Holm's correction ({uncorrected} pass "
             f"uncorrected, where about {tested * alpha:.1f} would by chance if no metric differed)."]
     if ties and found:
