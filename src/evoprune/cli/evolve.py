@@ -113,8 +113,9 @@ def run(args: argparse.Namespace) -> int:
     if result.seeds:
         s = result.seeds[0]
         gain = best.fitness - s.fitness
-        console.print(f"best seed function: {s.origin.removeprefix('seed:')} {s.fitness:.4f} "
-                      f"({'+' if gain >= 0 else ''}{gain:.4f} for the best evolved one)")
+        versus = (f"{'+' if gain >= 0 else ''}{gain:.4f} for the best evolved one" if s.fidelity == best.fidelity
+                  else f"at {s.fidelity}; the best evolved one is at {best.fidelity}")
+        console.print(f"best seed function: {s.origin.removeprefix('seed:')} {s.fitness:.4f} ({versus})")
     console.print(f"{result.evaluations} task evaluations ({result.failures} failed), {result.seconds:.1f} s; "
                   f"results, plot and report in {result.run_dir}")
     return 0
@@ -123,9 +124,15 @@ def run(args: argparse.Namespace) -> int:
 def hall_of_fame_table(result: Any) -> Table:
     """The hall of fame as infix formulas, with per-task validation accuracies."""
     names = list(result.tasks)
-    table = Table(title=f"hall of fame ({result.config.name}, seed {result.config.seed})",
-                  caption="fitness: weighted geometric mean of validation accuracies after pruning + fine-tuning")
+    levels = result.config.fidelity.levels
+    caption = ("fitness: weighted geometric mean of validation accuracies after pruning + fine-tuning"
+               if levels == ("finetune",) else
+               "ranked by the fidelity reached, then fitness there (oracle: mean Spearman with the oracle; recal and "
+               "finetune: geometric mean of validation accuracies)")
+    table = Table(title=f"hall of fame ({result.config.name}, seed {result.config.seed})", caption=caption)
     table.add_column("#", justify="right")
+    if len(levels) > 1:
+        table.add_column("fidelity")
     table.add_column("fitness", justify="right")
     for name in names:
         table.add_column(name, justify="right")
@@ -134,7 +141,8 @@ def hall_of_fame_table(result: Any) -> Table:
     table.add_column("origin")
     table.add_column("formula", overflow="fold")
     for h in result.hall_of_fame:
-        table.add_row(str(h.rank), f"{h.fitness:.4f}", *(f"{h.accuracies.get(n, 0.0):.4f}" for n in names),
+        table.add_row(str(h.rank), *([str(h.fidelity)] if len(levels) > 1 else []), f"{h.fitness:.4f}",
+                      *(f"{h.accuracies.get(n, 0.0):.4f}" for n in names),
                       str(h.evaluations), str(h.size), f"g{h.first_generation} {h.origin}", escape(h.infix))
     return table
 

@@ -322,6 +322,16 @@ class EvolutionConfig:
         total = sum(t.weight for t in self.tasks)
         return {t.name: t.weight / total for t in self.tasks}
 
+    def selection_rule(self) -> str:
+        """One line saying what the fitness is and how candidates are compared (results.json, report.md)."""
+        fid = self.fidelity
+        if len(fid.levels) == 1:
+            return f"fitness = {_FIDELITY_WORDS[fid.top]} on validation data; the test split is never used"
+        steps = ", ".join(f"best {f:g} of {a} to {b}" for f, a, b in zip(fid.promote, fid.levels, fid.levels[1:]))
+        return (f"fidelities {' < '.join(fid.levels)} ({steps}, per generation); candidates compared "
+                "lexicographically: the higher fidelity reached first, then fitness there; all on validation data, the "
+                "test split is never used")
+
     def fitness_hash(self) -> str:
         """Digest of every setting that changes what the run computes (not where or how fast)."""
         data = config_to_dict(self)
@@ -332,6 +342,12 @@ class EvolutionConfig:
             data["evaluation"].pop(key, None)
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
+
+_FIDELITY_WORDS = {
+    "oracle": "mean Spearman correlation of channel scores with the oracle importance",
+    "recal": "validation accuracy after one cut and BatchNorm recalibration",
+    "finetune": "validation accuracy after pruning and fine-tuning",
+}
 
 # ------------------------------------------------------------------------------------------------ validation helpers
 

@@ -149,26 +149,8 @@ class EvolutionResult:
             "best": asdict(self.best), "hall_of_fame": [asdict(h) for h in self.hall_of_fame],
             "seed_functions": [asdict(s) for s in self.seeds], "history": self.history, "tasks": self.tasks,
             "evaluations": self.evaluations, "failures": self.failures,
-            "selection": selection_rule(self.config),
+            "selection": self.config.selection_rule(),
         }
-
-
-def selection_rule(config: EvolutionConfig) -> str:
-    """One line saying what the fitness is and how candidates are compared (results.json, report.md)."""
-    fid = config.fidelity
-    if len(fid.levels) == 1:
-        return (f"fitness = {_FIDELITY_WORDS[fid.top]} on validation data; the test split is never used")
-    steps = ", ".join(f"best {f:g} of {a} to {b}" for f, a, b in zip(fid.promote, fid.levels, fid.levels[1:]))
-    return (f"fidelities {' < '.join(fid.levels)} ({steps}, per generation); candidates compared lexicographically: "
-            "the higher fidelity reached first, then fitness there; all on validation data, the test split is never "
-            "used")
-
-
-_FIDELITY_WORDS = {
-    "oracle": "mean Spearman correlation of channel scores with the oracle importance",
-    "recal": "validation accuracy after one cut and BatchNorm recalibration",
-    "finetune": "validation accuracy after pruning and fine-tuning",
-}
 
 
 @dataclass
@@ -485,13 +467,13 @@ class Evolution:
         if not self.seed_keys:
             self._recompute_seed_keys()
         seeds = []
-        for name, key in self.seed_keys.items():
+        for name, key in sorted(self.seed_keys.items(), key=lambda item: st.cache[item[1]].rank_key()
+                                if item[1] in st.cache else (1, 0.0, 0, item[1])):
             entry = st.cache.get(key)
             if entry is not None and entry.evaluated:
                 item = HallOfFameEntry.of(0, entry)
                 item.origin = f"seed:{name}"
                 seeds.append(item)
-        seeds.sort(key=lambda h: (-h.fitness, h.size, h.formula))
         tasks = {
             name: {"model": p.config.model, "dataset": p.config.dataset, "weight": self.weights[name],
                    "schedule": to_data(p.config.schedule), "pretrained_val_accuracy": p.pretrained_val_accuracy,

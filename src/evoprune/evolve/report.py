@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     from evoprune.evolve.engine import EvolutionResult
 
 
+
 def plot_fitness(result: EvolutionResult, path: Path) -> Path:
     """Best, mean and median fitness per generation, the best seed function's fitness, and the best formula."""
     import matplotlib
@@ -23,16 +24,19 @@ def plot_fitness(result: EvolutionResult, path: Path) -> Path:
 
     gens = [h["generation"] for h in result.history]
     fig, ax = plt.subplots(figsize=(8, 5.2))
+    levels = result.config.fidelity.levels
     ax.plot(gens, [h["best"] for h in result.history], "o-", label="best of population")
-    ax.plot(gens, [h["hall_of_fame_best"] for h in result.history], "--", color="C0", alpha=0.5,
-            label="best so far (hall of fame)")
+    if len(levels) == 1:  # with several fidelities the hall of fame and the seeds may sit at another one
+        ax.plot(gens, [h["hall_of_fame_best"] for h in result.history], "--", color="C0", alpha=0.5,
+                label="best so far (hall of fame)")
     ax.plot(gens, [h["mean"] for h in result.history], "s-", label="mean")
     ax.plot(gens, [h["median"] for h in result.history], "^:", label="median")
-    if result.seeds:
+    if result.seeds and len(levels) == 1:
         ax.axhline(result.seeds[0].fitness, color="gray", lw=1, ls="-.",
                    label=f"best seed function ({result.seeds[0].origin.removeprefix('seed:')})")
     ax.set_xlabel("generation")
-    ax.set_ylabel("fitness (weighted geometric mean of validation accuracies)")
+    ax.set_ylabel("fitness (weighted geometric mean of validation accuracies)" if levels == ("finetune",)
+                  else f"fitness at {levels[0]}, every member")
     ax.set_xticks(gens)
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right", fontsize=8)
@@ -57,8 +61,7 @@ def markdown_report(result: EvolutionResult) -> str:
         f"({ev.elites} elites, {ev.selection} selection, crossover {ev.crossover_prob}, mutation {ev.mutation_prob})",
         f"- {result.evaluations} task evaluations ({result.failures} failed) in {result.seconds:.1f} s of generation time; "
         f"executor: {result.executor}",
-        "- fitness: weighted geometric mean of **validation** accuracies after pruning and fine-tuning "
-        "(the test split is never used)",
+        f"- {cfg.selection_rule()}",
         "",
         "## Tasks",
         "",
@@ -70,11 +73,11 @@ def markdown_report(result: EvolutionResult) -> str:
                      f"{t['pretrained_val_accuracy']:.4f} |")
     names = list(result.tasks)
     header = " | ".join(names)
-    lines += ["", "## Hall of fame", "", f"| # | fitness | {header} | evals | formula |",
-              "| ---: | ---: | " + " | ".join("---:" for _ in names) + " | ---: | --- |"]
+    lines += ["", "## Hall of fame", "", f"| # | fidelity | fitness | {header} | evals | formula |",
+              "| ---: | --- | ---: | " + " | ".join("---:" for _ in names) + " | ---: | --- |"]
     for h in result.hall_of_fame:
         accs = " | ".join(f"{h.accuracies.get(n, 0.0):.4f}" for n in names)
-        lines.append(f"| {h.rank} | {h.fitness:.4f} | {accs} | {h.evaluations} | `{h.infix}` |")
+        lines.append(f"| {h.rank} | {h.fidelity} | {h.fitness:.4f} | {accs} | {h.evaluations} | `{h.infix}` |")
     if result.seeds:
         lines += ["", "## Seed functions (generation 0)", "", f"| seed | fitness | {header} |",
                   "| --- | ---: | " + " | ".join("---:" for _ in names) + " |"]
