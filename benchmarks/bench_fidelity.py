@@ -193,6 +193,20 @@ def score_all(config: EvolutionConfig, tasks: dict[str, Any], formulas: list[dic
     return done
 
 
+def held_out_results(path: Path) -> dict[str, float]:
+    """Per metric, the criteria benchmark's held-out result: mean test accuracy after fine-tuning, over the
+    ratios and the (network, seed) cells measured for every metric (Fashion-MNIST, networks evolution never saw)."""
+    if not path.exists():
+        return {}
+    records = [r for r in json.loads(path.read_text())["records"] if r.get("finetuned")]
+    cells: dict[str, dict[tuple[str, str], float]] = {}
+    for r in records:
+        values = [f["test_accuracy"] for f in r["finetuned"]]
+        cells.setdefault(r["metric"], {})[(r["network"], str(r["seed"]))] = statistics.fmean(values)
+    common = set.intersection(*(set(c) for c in cells.values())) if cells else set()
+    return {m: statistics.fmean(c[k] for k in sorted(common)) for m, c in cells.items() if common}
+
+
 def spearman(a: list[float], b: list[float]) -> float | None:
     if len(a) < 3 or np.ptp(a) == 0 or np.ptp(b) == 0:
         return None
@@ -227,6 +241,14 @@ def study(args: argparse.Namespace) -> None:
         for task in tasks:
             pair[task] = spearman([r[a]["scores"][task] for r in scored], [r[b]["scores"][task] for r in scored])
         correlations[f"{a}~{b}"] = pair
+    held_out = held_out_results(RESULTS / "criteria-cpu.json")
+    for r in rows:
+        name = r["source"].removeprefix("library:")
+        r["held_out"] = held_out.get(name) if r["source"].startswith("library:") else None
+    known = [r for r in scored if r["held_out"] is not None]
+    correlations["held_out"] = {f: spearman([r[f]["fitness"] for r in known], [r["held_out"] for r in known])
+                                for f in FIDELITIES}
+    correlations["held_out"]["formulas"] = len(known)
     seconds = {f: {"median": statistics.median([r[f]["seconds"] for r in rows]),
                    "mean": statistics.fmean([r[f]["seconds"] for r in rows])} for f in FIDELITIES}
     payload = {
@@ -281,8 +303,15 @@ def study_markdown(p: dict[str, Any], name: str) -> str:
              "Spearman correlation between fidelities over the formulas (fitness combined over tasks, and per task):", "",
              "| pair | combined | " + " | ".join(tasks) + " |", "| --- | ---: | " + " | ".join("---:" for _ in tasks) + " |"]
     for pair, values in p["correlations"].items():
+        if pair == "held_out":
+            continue
         cells = [values["combined"], *(values[t] for t in tasks)]
         lines.append(f"| {pair} | " + " | ".join("–" if v is None else f"{v:.3f}" for v in cells) + " |")
+    held = p["correlations"]["held_out"]
+    lines += ["", f"Spearman correlation of each fidelity's fitness with the criteria benchmark's held-out result (mean "
+              f"test accuracy after fine-tuning on Fashion-MNIST networks, `criteria-cpu.json`) over the "
+              f"{held['formulas']} library formulas it has: "
+              + ", ".join(f"{f} {'–' if held[f] is None else format(held[f], '.3f')}" for f in FIDELITIES) + "."]
     lines += ["", "Seconds per candidate (all tasks, per worker):", "", "| fidelity | median | mean |",
               "| --- | ---: | ---: |"]
     for fidelity, s in p["seconds_per_candidate"].items():
