@@ -603,10 +603,11 @@ class RayExecutor(Executor):
         self._refs: dict[str, Any] = {}
         self._niced_hosts: set[str] = set()
         self.resources = {k: v for k, v in resources.items() if k in ("CPU", "GPU", "memory")}
-        try:
-            self._head: tuple[str, int] | None = _host_port(ray.get_runtime_context().gcs_address)
-        except Exception:  # a Ray Client connection (ray://) has no GCS address to probe
-            self._head = None
+        # The head is probed for loss, except through Ray Client (ray://): its GCS may be out of this machine's reach.
+        self._head: tuple[str, int] | None = None
+        if not str(address or os.environ.get("RAY_ADDRESS", "")).startswith("ray://"):
+            with contextlib.suppress(Exception):
+                self._head = _host_port(ray.get_runtime_context().gcs_address)
         self._probed = time.monotonic()
 
     def _fitting(self, resources: dict[str, float]) -> int:
