@@ -217,3 +217,20 @@ def test_recal_without_ratios_refuses_a_schedule_with_no_per_layer_widths() -> N
         with_overrides(tiny_config(), {"fidelity.levels": ["recal"], "tasks.mlp-syn.schedule.global_ranking": True})
     assert with_overrides(tiny_config(), {"fidelity.levels": ["recal"], "fidelity.recal_ratios": [0.5],
                                           "tasks.mlp-syn.schedule.global_ranking": True}).fidelity.top == "recal"
+
+
+def test_the_oracle_fidelity_runs_no_forward_pass_per_candidate(bundle: Any) -> None:
+    from evoprune.evolve.screen import Screen
+
+    screen = Screen.of(bundle)
+    screen.features()  # the worker's one-time passes: moments at build, raw maps on first need
+    run_oracle_job(FitnessJob("sum(WI)", bundle.name, 0, 0, "oracle"), bundle)  # and one forward for the call order
+    calls = []
+    handle = screen.model.register_forward_hook(lambda *_: calls.append(1))
+    try:
+        for formula in ("sum(abs(WI))", "div(abs(sub(g_mean(P), g_mean(Q))), rho1(add(std(P), std(Q))))",
+                        "sum(abs(sub(X, mX)))"):  # weights, moments, raw maps
+            run_oracle_job(FitnessJob(formula, bundle.name, 0, 0, "oracle"), bundle)
+    finally:
+        handle.remove()
+    assert calls == []
