@@ -46,6 +46,51 @@ def _auc(results: Mapping[str, Any], record: Mapping[str, Any], key: str) -> flo
     return curve_auc([p["macs"] / cell["macs"] for p in points], [p[key] for p in points], cell["test_accuracy"])
 
 
+def auc_records(results: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """One record per (metric, network, seed): the normalised AUC after BN recalibration. A (network, seed) is
+    the independent replicate (its ratios share one baseline and one scoring), so these are the honest cells."""
+    return [{"metric": r["metric"], "network": r["network"], "ratio": 0.0, "seed": r["seed"],
+             "value": _auc(results, r, "accuracy_recalibrated")} for r in results["records"]]
+
+
+def _summary(results: Mapping[str, Any]) -> list[str]:
+    """One row per metric: oracle correlation, AUC, mean ranks, and paired tests against random and the best
+    human metric with a (network, seed) as the unit, Holm-corrected over every pair of metrics."""
+    records = results["records"]
+    units = pairwise_table(auc_records(results), seed=0)
+    tuned = finetune_records(results)
+    recal_ranks, _ = mean_ranks(curve_records(results, "accuracy_recalibrated"))
+    tuned_ranks = mean_ranks(tuned)[0] if tuned else {}
+    human = next((m for m in units["metrics"] if m in HUMAN), None)
+    pairs = {(p["a"], p["b"]): p for p in units["pairs"]}
+
+    def versus(metric: str, other: str | None) -> str:
+        pair = pairs.get((metric, other))
+        if pair is None:
+            return ""
+        p = "—" if pair["p_holm"] is None else f"{pair['p_holm']:.2g}"
+        return f"{pair['win_rate']:.0%}, {100 * pair['mean_diff']:+.1f}, p {p}"
+
+    lines = ["## Summary", "",
+             f"One row per metric, best first by mean rank of its AUC over the {units['ranked_cells']} (network, seed) "
+             "units. ρ: Spearman correlation with the oracle, mean over groups, networks and seeds. AUC: normalised "
+             "area under the accuracy-vs-MACs curve after BN recalibration, mean over units. Mean ranks over the "
+             "(network, ratio, seed) cells after BN recalibration and after fine-tuning. *vs*: paired over the "
+             "(network, seed) units (one baseline and one scoring each, the independent replicates): win rate, mean "
+             "AUC difference in points, Wilcoxon p Holm-corrected over every pair of metrics (— = too few non-zero "
+             "differences to test).", "",
+             f"| metric | ρ | AUC | rank (recal.) | rank (fine-tuned) | vs random | vs {human or 'best human'} "
+             "(best human) |", "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for metric in units["metrics"]:
+        own = [r for r in records if r["metric"] == metric]
+        auc = statistics.fmean(u["value"] for u in auc_records({**results, "records": own}))
+        rho = statistics.fmean(r["correlations"]["spearman_mean"] for r in own)
+        tuned_rank = f"{tuned_ranks[metric]:.1f}" if metric in tuned_ranks else "—"
+        lines.append(f"| {metric} | {rho:+.3f} | {auc:.3f} | {recal_ranks.get(metric, float('nan')):.1f} | {tuned_rank} "
+                     f"| {versus(metric, 'random')} | {versus(metric, human)} |")
+    return [*lines, "", "**Reading** (AUC after BN recalibration): " + reading(units, unit="(network, seed) units"), ""]
+
+
 def _by(records: Iterable[Mapping[str, Any]], *keys: str) -> dict[tuple, list[Mapping[str, Any]]]:
     out: dict[tuple, list[Mapping[str, Any]]] = {}
     for record in records:
@@ -94,7 +139,7 @@ def render_markdown(results: Mapping[str, Any], *, plots: Mapping[str, str] | No
         own = [c for k, c in cells.items() if k.split("/")[0] == net]
         lines.append(f"| {net} | {_mean_std(c['test_accuracy'] for c in own)} | {own[0]['macs']:,} | "
                      f"{own[0]['params']:,} | {len(own[0]['groups'])} | {_mean_std(c['oracle_seconds'] for c in own)} |")
-    lines += ["", "## Correlation with the oracle", "",
+    lines += ["", *_summary(results), "## Correlation with the oracle", "",
               "Spearman ρ per group, averaged over groups (each group weighted equally), mean ± std over seeds; "
               "Kendall τ-b likewise (all networks); worst: the lowest single-group ρ seen.", "",
               "| metric | " + " | ".join(f"ρ {n}" for n in networks) + " | ρ all | τ all | worst ρ |",

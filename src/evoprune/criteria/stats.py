@@ -320,7 +320,7 @@ def _better(pair: PairStats, higher_is_better: bool) -> bool:
 UNTESTED_LISTED = 12
 
 
-def reading(table: PairwiseTable, *, alpha: float = 0.05) -> str:
+def reading(table: PairwiseTable, *, alpha: float = 0.05, unit: str = "(network, ratio, seed) cells") -> str:
     """One plain-language paragraph: which metrics are distinguishable from which (Holm-corrected Wilcoxon
     p < alpha over every tested pair of the table, the better side by the sign of the mean difference), which
     are not, and which pairs have too few non-zero differences to test. Pairs are listed once each, metrics in
@@ -352,7 +352,7 @@ def reading(table: PairwiseTable, *, alpha: float = 0.05) -> str:
 
     found = sum(len(v) for v in beats.values())
     ranked = ", ".join(f"{m} {table['mean_rank'][m]:.1f}" for m in table["metrics"])
-    text = [f"Paired over the same (network, ratio, seed) cells, two-sided Wilcoxon signed-rank test at "
+    text = [f"Paired over the same {unit}, two-sided Wilcoxon signed-rank test at "
             f"α = {alpha:g}; metrics by mean rank ({ranked}); \"A > B\" reads \"A is better than B\".",
             f"Distinguishable after Holm's correction for the {tested} tests ({found} pairs; {uncorrected} pass "
             f"uncorrected, where about {tested * alpha:.1f} would by chance if no metric differed): "
