@@ -260,7 +260,8 @@ def study(args: argparse.Namespace) -> None:
                          "pretrained_val_accuracy": p.pretrained_val_accuracy} for name, p in tasks.items()},
         "formulas": len(rows), "scored_at_every_fidelity": len(scored),
         "sources": {s: sum(1 for r in rows if r["source"].split(":")[0] == s) for s in ("library", "evolved", "random")},
-        "correlations": correlations, "seconds_per_candidate": seconds, "rows": rows,
+        "correlations": correlations, "seconds_per_candidate": seconds,
+        "worker_seconds": {f: sum(r[f]["seconds"] for r in rows) for f in FIDELITIES}, "rows": rows,
     }
     out = Path(args.out)
     name = "fidelity-smoke" if args.smoke else "fidelity"
@@ -297,9 +298,12 @@ def study_markdown(p: dict[str, Any], name: str) -> str:
     tasks = list(p["tasks"])
     lines = [f"## Fidelity study ({p['preset']} tasks)", "",
              f"{p['formulas']} distinct formulas ({', '.join(f'{v} {k}' for k, v in p['sources'].items())}), "
-             f"{p['scored_at_every_fidelity']} scored at every fidelity; {p['workers']} worker processes, "
-             f"{p['wall_s']:.0f} s wall on {m['nproc']} cores ({m['cpu']}), load average "
-             f"{m['load_average_at_start']:.1f} at start, {m['load_average_at_end']:.1f} at end.", "",
+             f"{p['scored_at_every_fidelity']} scored at every fidelity; {p['workers']} worker processes on "
+             f"{m['nproc']} cores ({m['cpu']}); the jobs took "
+             + ", ".join(f"{f} {s:.0f}" for f, s in p["worker_seconds"].items())
+             + f" worker-seconds (this invocation: {p['wall_s']:.0f} s wall, load average "
+             f"{m['load_average_at_start']:.1f} at start, {m['load_average_at_end']:.1f} at end; jobs already in "
+             "the journal are not run again).", "",
              "Spearman correlation between fidelities over the formulas (fitness combined over tasks, and per task):", "",
              "| pair | combined | " + " | ".join(tasks) + " |", "| --- | ---: | " + " | ".join("---:" for _ in tasks) + " |"]
     for pair, values in p["correlations"].items():

@@ -30,7 +30,7 @@ def test_the_three_presets_load_with_the_settings_the_issue_asks_for() -> None:
     assert {"quick", "cpu", "paper"} <= set(available_presets())
     quick, cpu, paper = load_preset("quick"), load_preset("cpu"), load_preset("paper")
     assert {t.dataset for t in quick.tasks} == {"digits", "mnist5k"}
-    assert cpu.fidelity.levels == ("oracle", "recal", "finetune") and quick.fidelity.levels == ("finetune",)
+    assert cpu.fidelity.levels == ("oracle", "finetune") and quick.fidelity.levels == ("finetune",)
     screened = cpu.evolution.population - cpu.evolution.elites
     assert screened * (cpu.evolution.generations - 1) + cpu.evolution.random_init + 7 >= 20_000  # 50x the old 382
     assert paper.fidelity.levels == ("finetune",)
