@@ -345,11 +345,13 @@ def speed(args: argparse.Namespace) -> None:
             Screen.of(prepared.bundle)
             screen_s[name] = time.perf_counter() - t
         per: dict[str, dict[str, list[float]]] = {f: {} for f in FIDELITIES}
+        cpu = dict.fromkeys(FIDELITIES, 0.0)  # CPU seconds (1 thread): a per-core cost that other jobs do not inflate
         counts = {"oracle": len(formulas), "recal": min(len(formulas), args.recal), "finetune": args.finetune}
         for fidelity in FIDELITIES:
             fn = JOB_FUNCTIONS[fidelity]
             for formula in formulas[:counts[fidelity]]:
                 total, ok = 0.0, True
+                cpu_start = time.process_time()
                 for name, prepared in tasks.items():
                     t = time.perf_counter()
                     try:
@@ -359,6 +361,7 @@ def speed(args: argparse.Namespace) -> None:
                         ok = False
                     total += time.perf_counter() - t
                 per[fidelity].setdefault("ok" if ok else "failed", []).append(total)
+                cpu[fidelity] += time.process_time() - cpu_start
     screening = screening_rate(config, work, args.evolve_population, args.workers)
     rows = {}
     for fidelity, groups in per.items():
@@ -366,7 +369,9 @@ def speed(args: argparse.Namespace) -> None:
         rows[fidelity] = {"candidates": len(times), "failed": len(groups.get("failed", [])),
                           "median_s": statistics.median(times), "mean_s": statistics.fmean(times),
                           "p90_s": float(np.quantile(times, 0.9)), "max_s": max(times),
-                          "candidates_per_s": len(times) / sum(times)}
+                          "candidates_per_s": len(times) / sum(times),
+                          "cpu_s_per_candidate": cpu[fidelity] / len(times),
+                          "candidates_per_cpu_s": len(times) / cpu[fidelity]}
     payload = {
         "machine": {**machine(), "load_average_at_start": load_start, "load_average_at_end": os.getloadavg()[0]},
         "preset": "smoke" if args.smoke else "cpu", "threads": 1, "prepare_s": prepare_s,
@@ -390,16 +395,27 @@ def screening_rate(config: EvolutionConfig, work: Path, population: int, workers
         if not target.exists():
             target.parent.mkdir(parents=True, exist_ok=True)
             target.symlink_to((work / name).resolve(), target_is_directory=True)
+    before = _cpu_seconds()
     start = time.perf_counter()
     result = evolve(run, run_dir, overwrite=True, write_outputs=False)
     wall = time.perf_counter() - start
+    cpu = _cpu_seconds() - before  # this process and its workers (counted once they exit, at the end of the run)
     # Generation 0 also starts the workers (imports, bundles, cached layer data): a one-time cost, reported apart.
     screened = sum(h["evaluated"] for h in result.history[1:])
     seconds = sum(t["seconds"] for t in result.timing[1:])
     return {"population": population, "generations": 3, "workers": workers, "screened": screened,
             "generation_s": seconds, "generation0_s": result.timing[0]["seconds"],
             "generation0_screened": result.history[0]["evaluated"], "wall_s": wall,
-            "screened_per_s": screened / seconds, "failed": sum(h["failed"] for h in result.history)}
+            "screened_per_s": screened / seconds, "failed": sum(h["failed"] for h in result.history),
+            "cpu_s": cpu, "screened_all": sum(h["evaluated"] for h in result.history),
+            "screened_per_cpu_s": sum(h["evaluated"] for h in result.history) / cpu}
+
+
+def _cpu_seconds() -> float:
+    import resource
+
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
 def speed_markdown(p: dict[str, Any]) -> str:
@@ -408,11 +424,13 @@ def speed_markdown(p: dict[str, Any]) -> str:
     lines = [f"## Fidelity speed ({p['preset']} tasks, 1 torch thread, one process)", "",
              f"{m['nproc']} cores ({m['cpu']}), torch {m['torch']}; load average {m['load_average_at_start']:.1f} at "
              f"start, {m['load_average_at_end']:.1f} at end (other jobs share the cores).", "",
-             "| fidelity | candidates | failed | median s | mean s | p90 s | max s | candidates/s (per core) |",
-             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+             "| fidelity | candidates | failed | median s | mean s | p90 s | max s | candidates/s | CPU s each | "
+             "candidates per CPU-second (per core) |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for fidelity, r in rows.items():
         lines.append(f"| {fidelity} | {r['candidates']} | {r['failed']} | {r['median_s']:.4f} | {r['mean_s']:.4f} | "
-                     f"{r['p90_s']:.4f} | {r['max_s']:.3f} | {r['candidates_per_s']:.2f} |")
+                     f"{r['p90_s']:.4f} | {r['max_s']:.3f} | {r['candidates_per_s']:.2f} | "
+                     f"{r['cpu_s_per_candidate']:.4f} | {r['candidates_per_cpu_s']:.2f} |")
     lines += ["", "One-time costs: cached layer data per task and process "
               + ", ".join(f"{k} {v:.1f} s" for k, v in p["screen_build_s"].items())
               + "; oracle per task (computed once per run) "
@@ -423,7 +441,9 @@ def speed_markdown(p: dict[str, Any]) -> str:
               f"generations, {sc['workers']} worker processes, GP operators in the main process): generations 1-2 "
               f"screened {sc['screened']} new candidates in {sc['generation_s']:.1f} s, {sc['screened_per_s']:.1f} per "
               f"second; generation 0 ({sc['generation0_screened']} candidates) took {sc['generation0_s']:.0f} s including "
-              f"the workers' start-up ({sc['failed']} failed task evaluations in all)."]
+              f"the workers' start-up ({sc['failed']} failed task evaluations in all). CPU time of the whole run "
+              f"(main process and workers, start-up included): {sc['cpu_s']:.0f} s for {sc['screened_all']} "
+              f"candidates, {sc['screened_per_cpu_s']:.1f} per CPU-second."]
     return "\n".join(lines)
 
 
