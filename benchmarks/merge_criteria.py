@@ -1,0 +1,60 @@
+"""Merge criteria results files written by separate processes (e.g. one per network) into one.
+
+A results file belongs to one process at a time, so a run split over cores writes one file per process (each with
+its own `--models`); this joins their cells and records. Settings must agree, and each network's cells and records
+are taken from the one file whose `--models` ran it (files resumed from one partial file also carry the others'
+early cells). Afterwards `evoprune bench criteria --preset P --resume --out DIR` with every network
+renders the Markdown and plots without measuring anything.
+
+    .venv/bin/python benchmarks/merge_criteria.py runs/crit-a/criteria-cpu.json runs/crit-b/criteria-cpu.json \
+        --out benchmarks/results/criteria-cpu.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from evoprune.atomic import write_json
+from evoprune.bench.criteria_settings import MODELS
+
+
+def merge(paths: list[Path]) -> dict[str, Any]:
+    files = [json.loads(p.read_text()) for p in paths]
+    first = files[0]
+    cells: dict[str, Any] = {}
+    records: list[dict[str, Any]] = []
+    owner: dict[str, Path] = {}
+    for path, data in zip(paths, files):
+        if {k: v for k, v in data["settings"].items() if k not in ("models", "seeds")} != {
+                k: v for k, v in first["settings"].items() if k not in ("models", "seeds")}:
+            raise SystemExit(f"{path}: settings differ from {paths[0]}'s; these files are not one run")
+        for network in data["settings"]["models"]:  # each network's cells and records come from the file that ran it
+            if network in owner:
+                raise SystemExit(f"{path} and {owner[network]} both ran {network}; merge files of disjoint networks")
+            owner[network] = path
+        cells.update({k: c for k, c in data["cells"].items() if k.split("/")[0] in data["settings"]["models"]})
+        records += [r for r in data["records"] if r["network"] in data["settings"]["models"]]
+    networks = {k.split("/")[0] for k in cells}
+    settings = {**first["settings"], "models": [m for m in MODELS if m in networks]}
+    return {"settings": settings, "target": first["target"],
+            "command": " && ".join(dict.fromkeys(f["command"] for f in files)), "machine": first["machine"],
+            "seconds": max(f["seconds"] for f in files),
+            "compute_seconds": sum(r["seconds"] for r in records) + sum(c["seconds"] for c in cells.values()),
+            "cells": cells, "records": records}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("files", type=Path, nargs="+")
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args()
+    merged = merge(args.files)
+    write_json(args.out, merged)
+    print(f"{args.out}: {len(merged['cells'])} cells, {len(merged['records'])} records")
+
+
+if __name__ == "__main__":
+    main()
