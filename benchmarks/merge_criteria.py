@@ -3,8 +3,8 @@
 A results file belongs to one process at a time, so a run split over cores writes one file per process (each with
 its own `--models`); this joins their cells and records. Settings must agree, and each network's cells and records
 are taken from the one file whose `--models` ran it (files resumed from one partial file also carry the others'
-early cells). Afterwards `evoprune bench criteria --preset P --resume --out DIR` with every network
-renders the Markdown and plots without measuring anything.
+early cells). The merged JSON is written with its Markdown report and plots beside it, as the run would write them
+(also while the runs are unfinished); `evoprune bench criteria --preset P --resume --out DIR` continues from it.
 
     .venv/bin/python benchmarks/merge_criteria.py runs/crit-a/criteria-cpu.json runs/crit-b/criteria-cpu.json \
         --out benchmarks/results/criteria-cpu.json
@@ -17,7 +17,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from evoprune.atomic import write_json
+from evoprune.atomic import write_json, write_text
+from evoprune.bench.criteria_report import render_markdown, write_plots
 from evoprune.bench.criteria_settings import MODELS
 
 
@@ -53,7 +54,9 @@ def main() -> None:
     args = parser.parse_args()
     merged = merge(args.files)
     write_json(args.out, merged)
-    print(f"{args.out}: {len(merged['cells'])} cells, {len(merged['records'])} records")
+    plots = write_plots(merged, args.out.parent, args.out.stem)
+    write_text(args.out.with_suffix(".md"), render_markdown(merged, plots={k: p.name for k, p in plots.items()}))
+    print(f"{args.out}: {len(merged['cells'])} cells, {len(merged['records'])} records; report and plots beside it")
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from evoprune.bench.criteria_settings import CriteriaBenchSettings
-from evoprune.criteria import curve_auc, mean_ranks, pairwise_table, reading
+from evoprune.criteria import curve_auc, holm, mean_ranks, pairwise_table, reading
 from evoprune.errors import ConfigError
 
 #: Human-designed criteria (and Torch-Pruning's group importances): "the best human metric" is the best-ranked
@@ -63,13 +63,18 @@ def _summary(results: Mapping[str, Any]) -> list[str]:
     tuned_ranks = mean_ranks(tuned)[0] if tuned else {}
     human = next((m for m in units["metrics"] if m in HUMAN), None)
     pairs = {(p["a"], p["b"]): p for p in units["pairs"]}
+    # Each column is one family of tests (every metric against that reference), Holm-corrected within it.
+    corrected: dict[tuple[str, str | None], float | None] = {}
+    for other in ("random", human):
+        family = [m for m in units["metrics"] if (m, other) in pairs]
+        corrected.update(zip(((m, other) for m in family), holm([pairs[m, other]["p"] for m in family])))
 
     def versus(metric: str, other: str | None) -> str:
         pair = pairs.get((metric, other))
         if pair is None:
             return ""
-        p = "—" if pair["p_holm"] is None else f"{pair['p_holm']:.2g}"
-        return f"{pair['win_rate']:.0%}, {100 * pair['mean_diff']:+.1f}, p {p}"
+        p = corrected[metric, other]
+        return f"{pair['win_rate']:.0%}, {100 * pair['mean_diff']:+.1f}, p {'—' if p is None else f'{p:.2g}'}"
 
     lines = ["## Summary", "",
              f"One row per metric, best first by mean rank of its AUC over the {units['ranked_cells']} (network, seed) "
@@ -77,8 +82,9 @@ def _summary(results: Mapping[str, Any]) -> list[str]:
              "area under the accuracy-vs-MACs curve after BN recalibration, mean over units. Mean ranks over the "
              "(network, ratio, seed) cells after BN recalibration and after fine-tuning. *vs*: paired over the "
              "(network, seed) units (one baseline and one scoring each, the independent replicates): win rate, mean "
-             "AUC difference in points, Wilcoxon p Holm-corrected over every pair of metrics (— = too few non-zero "
-             "differences to test).", "",
+             "AUC difference in points, two-sided Wilcoxon p Holm-corrected within the column (each column is one "
+             "family: every metric against that reference; — = too few non-zero differences to test). The reading "
+             "below corrects over every pair of metrics instead, a stricter family.", "",
              f"| metric | ρ | AUC | rank (recal.) | rank (fine-tuned) | vs random | vs {human or 'best human'} "
              "(best human) |", "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for metric in units["metrics"]:
