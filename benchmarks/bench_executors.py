@@ -153,8 +153,9 @@ def markdown(conditions: dict[str, dict[str, Any]]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--condition", choices=["idle", "loaded"], required=True,
-                        help="idle: nothing added (check that nothing else runs); loaded: one busy job per core")
+    parser.add_argument("--condition", choices=["idle", "loaded", "shared"], required=True,
+                        help="idle: nothing added (check that nothing else runs); loaded: one busy job per core "
+                        "added; shared: nothing added while other jobs run (their load is recorded)")
     parser.add_argument("--rounds", type=int, default=2, help="alternating runs per executor")
     parser.add_argument("--kinds", default=",".join(KINDS), help=f"executors to time, of {','.join(KINDS)}")
     parser.add_argument("--noop-jobs", type=int, default=20, help="no-op jobs timed per executor")
@@ -189,8 +190,10 @@ def main() -> None:
                 print(f"{kind} round {r}: {run['per_minute']:.1f} evaluations/min, load {run['load_before']:.2f}",
                       flush=True)
     best = {k: max((r for r in runs if r["executor"] == k), key=lambda r: r["per_minute"]) for k in kinds}
-    text = ("nothing added; load average at start {:.2f}".format(info["load_average_at_start"]) if not compete else
-            f"{compete} competing single-threaded busy jobs (one per core) started by the script")
+    text = {"idle": "nothing else running; load average at start {:.2f}",
+            "shared": "nothing added by the script while other jobs shared the machine; load average at start {:.2f}",
+            "loaded": f"{compete} competing single-threaded busy jobs (one per core) started by the script; "
+                      "load average at start {:.2f}"}[args.condition].format(info["load_average_at_start"])
     payload = {"condition": args.condition, "condition_text": text, "competing_jobs": compete, "started": started,
                "machine": info, "ray": ray.__version__, "config": SHRINK, "rounds": args.rounds,
                "startup_s": startup, "noop_ms": noop, "runs": runs, "best": best,
