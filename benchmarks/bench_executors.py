@@ -76,7 +76,9 @@ def started_executor(kind: str, tasks: dict[str, Any]) -> Iterator[tuple[Executo
         elif kind == "ray":
             ex = RayExecutor("local", threads=1, init_kwargs={"num_cpus": 2})
         else:
-            cluster = stack.enter_context(LocalCluster(Path(tempfile.mkdtemp(prefix="epray-", dir="/tmp")) / "t"))
+            folder = Path(tempfile.mkdtemp(prefix="epray-", dir="/tmp"))  # short: Ray's socket paths live below
+            stack.callback(shutil.rmtree, folder, ignore_errors=True)
+            cluster = stack.enter_context(LocalCluster(folder / "t"))
             cluster.start(head_cpus=1, node_cpus=(1,))
             ex = RayExecutor(cluster.address, threads=1)
         stack.callback(ex.close)
