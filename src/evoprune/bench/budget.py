@@ -20,7 +20,7 @@ from evoprune.atomic import write_json, write_text
 from evoprune.baseline import BaselineSpec, DataSpec, get_baseline
 from evoprune.bench.budget_report import render_file, render_markdown
 from evoprune.bench.budget_settings import PRESETS, ROWS, BudgetBenchSettings
-from evoprune.bench.registry import BenchReport, Option, RunOptions, Target, read_previous, split_list
+from evoprune.bench.registry import METRICS_OPTION, MODELS_OPTION, BenchReport, RunOptions, Target, read_previous
 from evoprune.config import from_data, to_data
 from evoprune.data import DatasetSplits
 from evoprune.device import machine
@@ -127,10 +127,5 @@ TARGET = Target(
     run=run,
     render=render_file,
     set_example="evaluations=300",
-    options=(
-        Option("--metrics", "metrics", "comma list of metric names or formulas (default: the preset's)", split_list,
-               "A,B,..."),
-        Option("--models", "models", "comma list of resnet20, vgg16, mobilenetv2 (default: the preset's)",
-               split_list, "A,B"),
-    ),
+    options=(METRICS_OPTION, MODELS_OPTION),
 )

@@ -26,7 +26,7 @@ from evoprune.atomic import write_json, write_text
 from evoprune.baseline import Baseline, BaselineSpec, DataSpec, get_baseline
 from evoprune.bench.criteria_report import render_file, render_markdown, write_plots
 from evoprune.bench.criteria_settings import PRESETS, CriteriaBenchSettings
-from evoprune.bench.registry import BenchReport, Option, RunOptions, Target, read_previous, split_list
+from evoprune.bench.registry import METRICS_OPTION, MODELS_OPTION, BenchReport, RunOptions, Target, read_previous
 from evoprune.criteria import group_correlations, group_scores, metric_curve, oracle_importance, summarise_correlations
 from evoprune.criteria.curves import prune_uniform
 from evoprune.data import DatasetSplits, Split
@@ -187,10 +187,5 @@ TARGET = Target(
     run=run,
     render=render_file,
     set_example="ratios=[0.1,0.3]",
-    options=(
-        Option("--metrics", "metrics", "comma list of metric names or formulas (default: the preset's)", split_list,
-               "A,B,..."),
-        Option("--models", "models", "comma list of resnet20, vgg16, mobilenetv2 (default: the preset's)",
-               split_list, "A,B"),
-    ),
+    options=(METRICS_OPTION, MODELS_OPTION),
 )

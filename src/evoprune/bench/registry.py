@@ -129,6 +129,13 @@ def split_list(text: str) -> tuple[str, ...]:
     return tuple(item for item in items if item)
 
 
+#: ``--metrics`` and ``--models``, the same for every target that compares metrics on the Fashion-MNIST zoo nets.
+METRICS_OPTION = Option("--metrics", "metrics", "comma list of metric names or formulas (default: the preset's)",
+                        split_list, "A,B,...")
+MODELS_OPTION = Option("--models", "models", "comma list of resnet20, vgg16, mobilenetv2 (default: the preset's)",
+                       split_list, "A,B")
+
+
 def parse_seeds(text: str) -> tuple[int, ...]:
     """``"0,1,2"`` → ``(0, 1, 2)``, with an error that names the option."""
     try:
