@@ -3,6 +3,7 @@
     python benchmarks/bench_evolve.py                    # parts: evaluations, executors, operators (~3 min here)
     python benchmarks/bench_evolve.py --preset quick     # + one whole run of a preset (wall time, per-generation stats)
     python benchmarks/bench_evolve.py --preset cpu --only-preset   # the hour-long cpu run, for docs/benchmarks.md
+    python benchmarks/bench_evolve.py --from-run runs/evolve-cpu-s0  # the same report from a finished `evoprune evolve` run
 
 Writes ``benchmarks/results/evolve.{json,md}`` (and ``evolve_<preset>.{json,md}`` for a preset run). The tasks are
 the ``quick`` preset's (LeNet-5 on MNIST-5k with the paper's schedule, VGG-11 w0.25 on digits), pretrained once in
@@ -13,12 +14,14 @@ comparison alternates serial and process rounds in one process and reports their
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import random
 import statistics
 import sys
 import tempfile
 import time
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -124,19 +127,62 @@ def bench_preset(name: str, work: Path) -> dict[str, Any]:
     }
 
 
+def preset_from_run(run_dir: Path) -> dict[str, Any]:
+    """``bench_preset``'s record of a run made with ``evoprune evolve``: scores from ``results.json``, wall time
+    (first start to last finish) and per-generation seconds and jobs from ``events.jsonl``."""
+    results = json.loads((run_dir / "results.json").read_text())
+    events = [json.loads(line) for line in (run_dir / "events.jsonl").read_text().splitlines() if line.strip()]
+    stamps = {e["event"]: datetime.fromisoformat(e["time"]) for e in events if e["event"] in ("start", "finish")}
+    first_start = next(datetime.fromisoformat(e["time"]) for e in events if e["event"] == "start")
+    timing = {e["generation"]: e for e in events if e["event"] == "generation"}
+    finish = next(e for e in reversed(events) if e["event"] == "finish")
+    history = []
+    for h in results["history"]:
+        t = timing.get(h["generation"], {})
+        history.append({k: h.get(k) for k in ("generation", "best", "mean", "median", "unique", "evaluated",
+                                             "reevaluated", "cache_hits", "failed", "best_infix",
+                                             "hall_of_fame_best", "best_fidelity", "fidelities")}
+                       | {"seconds": t.get("seconds", 0.0), "jobs": t.get("jobs")})
+    best, seeds = results["best"], results["seed_functions"]
+    return {
+        "preset": results["config"]["name"], "wall_s": (stamps["finish"] - first_start).total_seconds(),
+        "generation_s": finish["seconds"], "evaluations": results["evaluations"], "failures": results["failures"],
+        "executor": next(e["executor"] for e in events if e["event"] == "start"), "run_dir": str(run_dir),
+        "best": {k: best[k] for k in ("formula", "infix", "fitness", "accuracies", "fidelity")},
+        "best_seed": None if not seeds else {"name": seeds[0]["origin"], "fitness": seeds[0]["fitness"],
+                                             "accuracies": seeds[0]["accuracies"], "fidelity": seeds[0]["fidelity"]},
+        "tasks": results["tasks"], "history": history,
+        "jobs_per_fidelity": {level: sum(h["fidelities"][level]["evaluated"] for h in history if h.get("fidelities"))
+                              for level in results["config"]["fidelity"]["levels"]} if history[0].get("fidelities") else {},
+    }
+
+
 def preset_markdown(p: dict[str, Any], info: dict[str, Any]) -> str:
     lines = [f"## Evolution preset `{p['preset']}`", "",
-             f"Machine: {info['nproc']} cores ({info['cpu']}), torch {info['torch']}, load average "
-             f"{info['load_average_at_start']:.1f} at start; executor {p['executor']}.",
+             f"Machine: {info['nproc']} cores ({info['cpu']}), torch {info['torch']}"
+             + (f", load average {info['load_average_at_start']:.1f} at start" if "load_average_at_start" in info else "")
+             + f"; executor {p['executor']}.",
              f"Wall time {p['wall_s']:.0f} s ({p['wall_s'] / 60:.1f} min) including pretraining; "
              f"{p['evaluations']} task evaluations ({p['failures']} failed) in {p['generation_s']:.0f} s of generations.",
              "Fitness: weighted geometric mean of validation accuracies after pruning and fine-tuning (test never used).",
-             "", "| gen | best | best so far | mean | median | unique | new | re-eval | cache hits | failed | s |",
-             "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+             ]
+    levels = list(p.get("jobs_per_fidelity", {}))
+    if levels:
+        lines += [f"With several fidelities, `best`, `mean` and `median` describe the population at the cheapest "
+                  f"fidelity ({levels[0]}: the mean over tasks of the Spearman correlation with the oracle, for "
+                  f"`oracle`), and `best so far` is the hall of fame's best at the highest fidelity reached "
+                  f"({levels[-1]}); selection is lexicographic (fidelity reached, then fitness there). `new at F` "
+                  "counts candidates scored at fidelity F for the first time that generation.",
+                  "Candidates scored per fidelity over the run: "
+                  + ", ".join(f"{level} {n}" for level, n in p["jobs_per_fidelity"].items()) + "."]
+    per_level = "".join(f" new at {level} |" for level in levels)
+    lines += ["", f"| gen | best | best so far | mean | median | unique | new | re-eval |{per_level} cache hits | "
+              "failed | s |", "| ---: " * (11 + len(levels)) + "|"]
     for h in p["history"]:
+        counts = "".join(f" {h['fidelities'][level]['candidates']} |" for level in levels)
         lines.append(f"| {h['generation']} | {h['best']:.4f} | {h['hall_of_fame_best']:.4f} | {h['mean']:.4f} | "
-                     f"{h['median']:.4f} | {h['unique']} | {h['evaluated']} | {h['reevaluated']} | {h['cache_hits']} | "
-                     f"{h['failed']} | {h['seconds']:.0f} |")
+                     f"{h['median']:.4f} | {h['unique']} | {h['evaluated']} | {h['reevaluated']} |{counts} "
+                     f"{h['cache_hits']} | {h['failed']} | {h['seconds']:.0f} |")
     b = p["best"]
     lines += ["", f"Best: `{b['infix']}` fitness {b['fitness']:.4f} "
               f"({', '.join(f'{k} {v:.4f}' for k, v in b['accuracies'].items())})"]
@@ -153,7 +199,14 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="alternating serial/process rounds")
     parser.add_argument("--preset", default=None, help="also time one whole run of this preset")
     parser.add_argument("--only-preset", action="store_true", help="only the preset run")
+    parser.add_argument("--from-run", type=Path, default=None,
+                        help="write the preset report of a finished `evoprune evolve` run instead of running one")
     args = parser.parse_args()
+    if args.from_run:
+        preset = preset_from_run(args.from_run)
+        info = machine()
+        write_results(f"evolve_{preset['preset']}", {"machine": info, "preset": preset}, preset_markdown(preset, info))
+        return
     torch.set_num_threads(1)
     work = args.work or Path(tempfile.mkdtemp(prefix="bench-evolve-"))
     info = machine()
