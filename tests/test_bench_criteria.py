@@ -61,6 +61,10 @@ def test_resume_skips_finished_measurements(smoke_run: Path, tmp_path: Path,
                  "--cache", str(smoke_run / "baselines"), "--resume"]) == 0
     out = capsys.readouterr().out
     assert "1 runs done" in out and "29 skipped" in out
+    assert sorted(p.name for p in (smoke_run / "baselines" / "oracle").iterdir()) == sorted(
+        p.with_suffix(".pt").name for p in (smoke_run / "baselines").glob("*.pt"))  # one oracle per baseline
+    resumed = json.loads((tmp_path / "criteria-smoke.json").read_text())["cells"]
+    assert resumed["vgg16/1"]["oracle_baseline_loss"] == results["cells"]["vgg16/1"]["oracle_baseline_loss"]
 
 
 @pytest.mark.parametrize(("override", "message"), [

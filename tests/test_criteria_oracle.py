@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from evoprune.criteria import oracle_importance
+from evoprune.criteria import cached_oracle, oracle_importance
 from evoprune.errors import ConfigError
 from evoprune.models import build_model
 from evoprune.prune import ModelGraph
@@ -103,3 +103,24 @@ def test_bad_settings_raise() -> None:
         oracle_importance(_plain_net(), x, y, ablations=0)
     with pytest.raises(ConfigError):
         oracle_importance(_plain_net(), x, y[:3])
+
+
+def test_the_cached_oracle_is_computed_once_and_only_for_its_own_model(tmp_path) -> None:
+    model = _plain_net()
+    x, y = _data()
+    path = tmp_path / "oracle" / "net.pt"
+    first = cached_oracle(model, x, y, path, samples=30, seed=1, device="cpu")
+    again = cached_oracle(model, x, y, path, samples=30, seed=1, device="cpu")
+    assert not first.reused and again.reused and again.samples == 30
+    assert again.baseline_loss == first.baseline_loss and again.seconds == first.seconds
+    direct = oracle_importance(model, x, y, samples=30, seed=1, device="cpu")
+    for name, increase in direct.increase.items():
+        torch.testing.assert_close(again.increase[name], increase)
+    changed = copy.deepcopy(model)
+    with torch.no_grad():
+        changed[0].weight[0] += 1.0  # other weights: another oracle, recomputed and saved over the old one
+    assert not cached_oracle(changed, x, y, path, samples=30, seed=1, device="cpu").reused
+    assert not cached_oracle(changed, x, y, path, samples=30, seed=2, device="cpu").reused  # other settings
+    path.write_bytes(b"not a torch file")  # damaged: recomputed, not an error
+    assert not cached_oracle(changed, x, y, path, samples=30, seed=2, device="cpu").reused
+    assert cached_oracle(changed, x, y, path, samples=30, seed=2, device="cpu").reused

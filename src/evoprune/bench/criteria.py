@@ -27,7 +27,7 @@ from evoprune.baseline import Baseline, BaselineSpec, DataSpec, get_baseline
 from evoprune.bench.criteria_report import render_file, render_markdown, write_plots
 from evoprune.bench.criteria_settings import PRESETS, CriteriaBenchSettings
 from evoprune.bench.registry import METRICS_OPTION, MODELS_OPTION, BenchReport, RunOptions, Target, read_previous
-from evoprune.criteria import group_correlations, group_scores, metric_curve, oracle_importance, summarise_correlations
+from evoprune.criteria import cached_oracle, group_correlations, group_scores, metric_curve, summarise_correlations
 from evoprune.criteria.curves import prune_uniform
 from evoprune.data import DatasetSplits, Split
 from evoprune.device import machine
@@ -149,8 +149,9 @@ def run(settings: CriteriaBenchSettings, options: RunOptions) -> BenchReport:
             tick = time.perf_counter()
             base = baseline(settings, key, seed, data, cache, progress=options.progress, log=options.log)
             model, data = base.model.to(torch.device("cpu")).eval(), base.data
-            oracle = oracle_importance(model, data.val.x, data.val.y, samples=settings.oracle_samples, seed=seed,
-                                       device=settings.device, progress=options.progress)
+            oracle = cached_oracle(model, data.val.x, data.val.y, cache / "oracle" / f"{base.checkpoint.stem}.pt",
+                                   samples=settings.oracle_samples, seed=seed, device=settings.device,
+                                   progress=options.progress)
             test = evaluate(model, data.test.x, data.test.y)
             macs, params = count_macs_params(model, data.train.x[:1])
             cells[f"{key}/{seed}"] = {"settings": settings.cell_hash(key), "test_accuracy": test.accuracy,
@@ -159,7 +160,8 @@ def run(settings: CriteriaBenchSettings, options: RunOptions) -> BenchReport:
                                       "oracle_seconds": oracle.seconds, "seconds": time.perf_counter() - tick,
                                       "groups": {g: int(s.numel()) for g, s in oracle.increase.items()}}
             options.log(f"[{key} seed {seed}] unpruned test {test.accuracy:.4f}; oracle of "
-                        f"{len(oracle.increase)} groups in {oracle.seconds:.0f} s")
+                        f"{len(oracle.increase)} groups in {oracle.seconds:.0f} s"
+                        + (" (computed before, read from the cache)" if oracle.reused else ""))
             for name in todo:
                 measured = _measure(settings, name, model, data, oracle, seed, options.progress)
                 records.append({"network": key, "seed": seed, "metric": name, "settings": settings.cell_hash(key),

@@ -2,11 +2,13 @@
 right after pruning and after BatchNorm recalibration, and the statistics that rank metrics by them.
 
 >>> oracle = oracle_importance(model, data.val.x, data.val.y, samples=1000)   # loss increase per channel
+>>> oracle = cached_oracle(model, data.val.x, data.val.y, Path("oracle.pt"))   # the same, computed once
 >>> curve = metric_curve(model, "eq3", data)                                  # one point per uniform ratio
 """
 
 from evoprune.criteria.curves import CurvePoint, group_scores, metric_curve, prune_lowest, prune_uniform
 from evoprune.criteria.oracle import OracleResult, oracle_importance
+from evoprune.criteria.oracle_cache import StoredOracle, cached_oracle
 from evoprune.criteria.recalibrate import recalibrate_batchnorm
 from evoprune.criteria.stats import (
     compare_pair,
@@ -28,6 +30,8 @@ __all__ = [
     "prune_uniform",
     "OracleResult",
     "oracle_importance",
+    "StoredOracle",
+    "cached_oracle",
     "recalibrate_batchnorm",
     "rank_correlations",
     "group_correlations",

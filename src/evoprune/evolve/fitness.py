@@ -212,44 +212,21 @@ def prepare_task(task: TaskConfig, config: EvolutionConfig, models_dir: Path, *,
             raise EvopruneError("the oracle fidelity needs a folder to cache each task's oracle in")
         with torch_threads(config.evaluation.threads):
             bundle.oracle = task_oracle(model, val_split, config.fidelity, derive_seed(seed, "oracle", task.name),
-                                        oracle_dir / f"{task.name}.pt", path, device=config.evaluation.device,
-                                        log=log)
+                                        oracle_dir / f"{task.name}.pt", device=config.evaluation.device, log=log)
     return PreparedTask(task, bundle, path, val_acc, {"train": len(train_split), "val": len(val_split)})
 
 
-ORACLE_FORMAT = "evoprune.evolve.oracle/1"
+def task_oracle(model: torch.nn.Module, val: Split, fidelity: FidelityConfig, seed: int, path: Path, *,
+                device: str = "cpu", log: Any = None) -> dict[str, np.ndarray]:
+    """The task's oracle importance per prunable group (validation-loss increase per removed channel), on
+    ``fidelity.oracle_samples`` class-balanced validation images: computed once and saved to ``path`` by
+    :func:`evoprune.criteria.oracle_cache.cached_oracle`, which recomputes it whenever the weights, the images or
+    the settings differ from the file's, so a resumed or overwritten run never reads an oracle of another model."""
+    from evoprune.criteria import cached_oracle
 
-
-def task_oracle(model: torch.nn.Module, val: Split, fidelity: FidelityConfig, seed: int, path: Path,
-                checkpoint: Path, *, device: str = "cpu", log: Any = None) -> dict[str, np.ndarray]:
-    """The task's oracle importance per prunable group (validation-loss increase per removed channel).
-
-    Computed once by :func:`evoprune.criteria.oracle_importance` on ``fidelity.oracle_samples`` class-balanced
-    validation images and saved to ``path`` (a dict of tensors, read back with ``weights_only=True``) under a key of
-    the pretrained checkpoint's bytes, the validation images and the oracle settings; a file with another key is
-    recomputed, so a resumed or overwritten run never reads an oracle of another model.
-    """
-    from evoprune.atomic import write_atomic
-    from evoprune.criteria import oracle_importance
-
-    digest = hashlib.sha256(ORACLE_FORMAT.encode())
-    digest.update(checkpoint.read_bytes())
-    digest.update(val.x.numpy().tobytes())
-    digest.update(val.y.numpy().tobytes())
-    digest.update(json.dumps([fidelity.oracle_samples, fidelity.oracle_ablations, seed]).encode())
-    key = digest.hexdigest()
-    if path.is_file():
-        try:
-            saved = torch.load(path, weights_only=True)
-            if isinstance(saved, dict) and saved.get("key") == key:
-                return {name: t.numpy() for name, t in saved["increase"].items()}
-        except (OSError, RuntimeError, KeyError, AttributeError, TypeError, EOFError):
-            pass  # damaged: computed again below
-    result = oracle_importance(model, val.x, val.y, samples=fidelity.oracle_samples, seed=seed,
-                               ablations=fidelity.oracle_ablations, device=device)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_atomic(path, lambda handle: torch.save({"key": key, "increase": result.increase}, handle))
-    if log is not None:
+    result = cached_oracle(model, val.x, val.y, path, samples=fidelity.oracle_samples, seed=seed,
+                           ablations=fidelity.oracle_ablations, device=device)
+    if log is not None and not result.reused:
         log("oracle_done", groups=len(result.increase), samples=result.samples, seconds=result.seconds,
             path=str(path))
     return {name: t.numpy() for name, t in result.increase.items()}
