@@ -370,24 +370,63 @@ def _moments_block(tree, shapes, info: TreeInfo, env, cnt, s1, s2, pos, d: int, 
 
 
 def _evaluate_materialised(tree, shapes, info: TreeInfo, env, features: Tensor, labels, dtype, device) -> Tensor:
-    """``features``: ``[N, c, D]``, the block's channels."""
+    """``features``: ``[N, c, D]``, the block's channels.
+
+    Per class the raw maps of P and Q are sliced only when a node needs them raw; ``g_mean``/``sum``/``var``/``std``
+    of P or Q come from per-class sums computed once for all classes (as on the moments path), so a tree that
+    reads P raw somewhere does not also recompute the moments of Q (most of the samples) from raw maps per class.
+    """
     c = features.shape[1]
     x = features.to(device=device, dtype=dtype).transpose(0, 1)  # [c, N, D]
     env["X"] = x[:, None]
     env["mX"] = x.mean(1)[:, None]
     class_nodes = {node for node in walk(tree) if any(isinstance(v, Var) and v.name in CLASS_OPERANDS
                                                          for v in walk(node))}
-    ev = _Evaluator(shapes, env, dtype, device)
     if not info.label_aware:
+        ev = _Evaluator(shapes, env, dtype, device)
         return _reduce(ev.value(tree), info.shape).sum(1).expand(c).clone()
     y = labels.to(device)
+    classes = torch.unique(y)
+    streamed = [node for node in class_nodes if isinstance(node, Call) and node.op in _STREAMED_REDUCERS
+                and isinstance(node.args[0], Var) and node.args[0].name in ("P", "Q")]
+    if streamed:
+        onehot = (y[None, :] == classes[:, None]).to(dtype)  # [L, N]
+        row_sum, row_sq = x.sum(-1), (x * x).sum(-1)  # [c, N]
+        cls_sum, cls_sq = row_sum @ onehot.T, row_sq @ onehot.T  # [c, L]
+        all_sum, all_sq = row_sum.sum(1, keepdim=True), row_sq.sum(1, keepdim=True)
+        counts, d = onehot.sum(1), x.shape[2]
+    lazy = _LazyEnv(env, {})
+    ev = _Evaluator(shapes, lazy, dtype, device)
     total = torch.zeros(c, dtype=dtype, device=device)
-    for cls in torch.unique(y):
+    for i, cls in enumerate(classes):
         mask = y == cls
-        p, q = x[:, mask], x[:, ~mask]
-        env.update(P=p[:, None], Q=q[:, None], mP=p.mean(1)[:, None], mQ=q.mean(1)[:, None],
-                   N=torch.full((1, 1), float(p.shape[1]), dtype=dtype, device=device))
+        for name in ("P", "Q", "mP", "mQ"):
+            lazy.pop(name, None)
+        lazy.factories = {"P": lambda m=mask: x[:, m][:, None], "Q": lambda m=mask: x[:, ~m][:, None],
+                          "mP": lambda: lazy["P"].mean(2), "mQ": lambda: lazy["Q"].mean(2)}
+        n_p = int(mask.sum())
+        lazy["N"] = torch.full((1, 1), float(n_p), dtype=dtype, device=device)
         for node in class_nodes:
             ev.memo.pop(node, None)
+        for node in streamed:
+            if node.args[0].name == "P":
+                ev.memo[node] = _streamed(node.op, counts[i] * d, cls_sum[:, i:i + 1], cls_sq[:, i:i + 1])
+            else:
+                ev.memo[node] = _streamed(node.op, (len(y) - counts[i]) * d, all_sum - cls_sum[:, i:i + 1],
+                                          all_sq - cls_sq[:, i:i + 1])
         total = total + _reduce(ev.value(tree), info.shape).sum(1).expand(c)
     return total
+
+
+_STREAMED_REDUCERS = frozenset({"g_mean", "sum", "var", "std"})
+
+
+def _streamed(op: str, entries: Tensor, s1: Tensor, s2: Tensor) -> Tensor:
+    """``op`` over all of a class's entries from their sum and sum of squares ``[c, 1]`` (population moments)."""
+    if op == "sum":
+        return s1
+    mu = s1 / entries
+    if op == "g_mean":
+        return mu
+    var = (s2 / entries - mu * mu).clamp_min(0.0)
+    return var if op == "var" else var.sqrt()
