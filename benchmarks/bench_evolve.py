@@ -28,7 +28,7 @@ from typing import Any
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import write_results
+from _common import RESULTS, write_results
 from evoprune.device import machine
 from evoprune.evolve import PAPER_SEEDS, evolve, load_preset
 from evoprune.evolve.fitness import FitnessJob, prepare_task, run_fitness_job
@@ -201,11 +201,13 @@ def main() -> None:
     parser.add_argument("--only-preset", action="store_true", help="only the preset run")
     parser.add_argument("--from-run", type=Path, default=None,
                         help="write the preset report of a finished `evoprune evolve` run instead of running one")
+    parser.add_argument("--out", type=Path, default=RESULTS, help="results folder")
     args = parser.parse_args()
     if args.from_run:
         preset = preset_from_run(args.from_run)
         info = machine()
-        write_results(f"evolve_{preset['preset']}", {"machine": info, "preset": preset}, preset_markdown(preset, info))
+        write_results(f"evolve_{preset['preset']}", {"machine": info, "preset": preset}, preset_markdown(preset, info),
+                      args.out)
         return
     torch.set_num_threads(1)
     work = args.work or Path(tempfile.mkdtemp(prefix="bench-evolve-"))

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import write_results
+from _common import RESULTS, write_results
 from evoprune.device import machine
 from evoprune.evolve import config_from_dict
 from evoprune.evolve.fitness import FitnessJob, combine_fitness, derive_seed, prepare_task, run_fitness_job
@@ -61,6 +61,7 @@ def main() -> None:
     parser.add_argument("--top", type=int, default=8, help="hall-of-fame functions re-evaluated")
     parser.add_argument("--seeds", type=int, default=3, help="fresh fine-tuning seeds per function and task")
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--out", type=Path, default=RESULTS, help="results folder")
     args = parser.parse_args()
 
     config = config_from_dict(json.loads((args.run_dir / "config.json").read_text()), source=str(args.run_dir))
@@ -100,7 +101,8 @@ def main() -> None:
     chosen = next(c for c in ranked if c["name"].startswith("HoF"))
     payload = {"machine": info, "run_dir": str(args.run_dir), "preset": config.name, "seeds": args.seeds,
                "top": args.top, "seconds": seconds, "chosen": chosen["name"], "finalists": ranked}
-    write_results(f"evolve_{config.name}_finalists", payload, markdown(payload, [t.name for t in config.tasks]))
+    write_results(f"evolve_{config.name}_finalists", payload, markdown(payload, [t.name for t in config.tasks]),
+                  args.out)
 
 
 def markdown(p: dict[str, Any], tasks: list[str]) -> str:
