@@ -237,13 +237,31 @@ def ref_ep_func1(feats, y, weight):
     return out
 
 
+def ref_ep_func2(feats, y, weight):
+    """EP_Func2 (evolved here), per class: sqrt(|1/m_Q[0] + Σ_d (m_P⁴ + 0.05)·n_P·m_P·σ(W) + 1e-4|)/n_P
+    + σ²_Q/(σ²_P + 0.05) + D·σ(W_k), summed over classes (σ: population std; D: positions per map)."""
+    out = np.zeros(feats.shape[1])
+    w_std = weight.astype(np.float64).std()
+    for k in range(feats.shape[1]):
+        x = feats[:, k, :].astype(np.float64)
+        filter_std = weight[k].astype(np.float64).std()
+        for c in np.unique(y):
+            p, q = _split(x, y, c)
+            m_p, m_q, n = p.mean(0), q.mean(0), len(p)
+            inverse = 0.0 if m_q[0] == 0 else 1.0 / m_q[0]
+            poly = np.dot(m_p ** 4 + 0.05, n * m_p * w_std)
+            out[k] += (np.sqrt(abs(inverse + poly + 1e-4)) / n + q.var() / (p.var() + 0.05)
+                       + x.shape[1] * filter_std)
+    return out
+
+
 FEATURE_REFS = {
     "AbsSNR": ref_abs_snr, "FDR": ref_fdr, "SymDiv": ref_sym_div, "Tstats": ref_tstats,
     "GA_Func1": ref_ga_func1, "GA_Func2": ref_ga_func2, "GA_Func3": ref_ga_func3, "GA_Func4": ref_ga_func4,
     "GA_inspired_1": ref_ga_inspired_1, "GA_inspired_2": ref_ga_inspired_2, "DI": ref_di, "MMD": ref_mmd,
 }
 WEIGHT_REFS = {"WL1": ref_wl1, "WL2": ref_wl2, "GeoMedian": ref_geo_median, "FPGM": ref_fpgm}
-MIXED_REFS = {"EP_Func1": ref_ep_func1}  # feature maps, labels and the layer's weight
+MIXED_REFS = {"EP_Func1": ref_ep_func1, "EP_Func2": ref_ep_func2}  # feature maps, labels and the layer's weight
 
 
 def _random_layer(seed=0, n=240, c=6, d=9, classes=4):

@@ -17,7 +17,7 @@ from evoprune.errors import ConfigError
 #: of these; the paper's seeds and evolved functions are compared against it.
 HUMAN = ("WL1", "WL2", "FPGM", "BNScale", "Taylor", "DI", "MMD", "tp_l1", "tp_l2", "tp_bn_scale", "tp_taylor")
 #: The rows every metric is compared against in the paired table (when present), besides the best human metric.
-ANCHORS = ("random", "WL1", "WL2", "eq3", "EP_Func1", "oracle")
+ANCHORS = ("random", "WL1", "WL2", "eq3", "EP_Func1", "EP_Func2", "oracle")
 
 
 def _mean_std(values: Iterable[float]) -> str:

@@ -24,7 +24,7 @@ from evoprune.train import TrainConfig
 METRICS: tuple[str, ...] = (
     "random", "WL1", "WL2", "FPGM", "BNScale", "Taylor", "DI", "MMD",
     "AbsSNR", "FDR", "SymDiv", "Tstats", "GeoMedian",
-    "GA_Func1", "eq3", "GA_Func3", "GA_Func4", "GA_inspired_1", "GA_inspired_2", "EP_Func1",
+    "GA_Func1", "eq3", "GA_Func3", "GA_Func4", "GA_inspired_1", "GA_inspired_2", "EP_Func1", "EP_Func2",
 )
 #: Reference rows that are not library metrics: the oracle (an upper reference no formula can use at pruning time)
 #: and Torch-Pruning's group importances.
