@@ -92,8 +92,12 @@ def started_executor(kind: str, tasks: dict[str, Any]) -> Iterator[tuple[Executo
 
 @contextlib.contextmanager
 def competing_jobs(count: int) -> Iterator[None]:
-    """``count`` single-threaded busy loops (one per core: the issue's loaded condition) for the block."""
-    jobs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(count)]
+    """``count`` single-threaded busy loops (one per core: the issue's loaded condition) for the block, each in a
+    session of its own, as another user's jobs would be: where the kernel schedules by autogroup (one group per
+    session, `/proc/sys/kernel/sched_autogroup_enabled`), busy loops started in this script's session would share
+    its group with the process executor's workers but not with Ray's (a `ray start` node is a session of its own),
+    and the comparison would measure the sessions, not the executors."""
+    jobs = [subprocess.Popen([sys.executable, "-c", "while True: pass"], start_new_session=True) for _ in range(count)]
     try:
         yield
     finally:
@@ -194,7 +198,8 @@ def main() -> None:
     best = {k: max((r for r in runs if r["executor"] == k), key=lambda r: r["per_minute"]) for k in kinds}
     text = {"idle": "nothing else running; load average at start {:.2f}",
             "shared": "nothing added by the script while other jobs shared the machine; load average at start {:.2f}",
-            "loaded": f"{compete} competing single-threaded busy jobs (one per core) started by the script; "
+            "loaded": f"{compete} competing single-threaded busy jobs (one per core, each in its own session) "
+                      "started by the script; "
                       "load average at start {:.2f}"}[args.condition].format(info["load_average_at_start"])
     payload = {"condition": args.condition, "condition_text": text, "competing_jobs": compete, "started": started,
                "machine": info, "ray": ray.__version__, "config": SHRINK, "rounds": args.rounds,
