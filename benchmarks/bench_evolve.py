@@ -132,10 +132,9 @@ def preset_from_run(run_dir: Path) -> dict[str, Any]:
     (first start to last finish) and per-generation seconds and jobs from ``events.jsonl``."""
     results = json.loads((run_dir / "results.json").read_text())
     events = [json.loads(line) for line in (run_dir / "events.jsonl").read_text().splitlines() if line.strip()]
-    stamps = {e["event"]: datetime.fromisoformat(e["time"]) for e in events if e["event"] in ("start", "finish")}
-    first_start = next(datetime.fromisoformat(e["time"]) for e in events if e["event"] == "start")
-    timing = {e["generation"]: e for e in events if e["event"] == "generation"}
+    start = next(e for e in events if e["event"] == "start")
     finish = next(e for e in reversed(events) if e["event"] == "finish")
+    timing = {e["generation"]: e for e in events if e["event"] == "generation"}
     history = []
     for h in results["history"]:
         t = timing.get(h["generation"], {})
@@ -145,9 +144,9 @@ def preset_from_run(run_dir: Path) -> dict[str, Any]:
                        | {"seconds": t.get("seconds", 0.0), "jobs": t.get("jobs")})
     best, seeds = results["best"], results["seed_functions"]
     return {
-        "preset": results["config"]["name"], "wall_s": (stamps["finish"] - first_start).total_seconds(),
+        "preset": results["config"]["name"], "wall_s": (datetime.fromisoformat(finish["time"]) - datetime.fromisoformat(start["time"])).total_seconds(),
         "generation_s": finish["seconds"], "evaluations": results["evaluations"], "failures": results["failures"],
-        "executor": next(e["executor"] for e in events if e["event"] == "start"), "run_dir": str(run_dir),
+        "executor": start["executor"], "run_dir": str(run_dir),
         "best": {k: best[k] for k in ("formula", "infix", "fitness", "accuracies", "fidelity")},
         "best_seed": None if not seeds else {"name": seeds[0]["origin"], "fitness": seeds[0]["fitness"],
                                              "accuracies": seeds[0]["accuracies"], "fidelity": seeds[0]["fidelity"]},

@@ -117,15 +117,9 @@ class _Moments:
     def reduce(self, op: str) -> Tensor:
         if op == "num":
             return self.n
-        if op == "sum":
-            return self.s1
         if op == "mean":
             return self.pos / self.n.unsqueeze(-1)
-        mu = self.s1 / (self.n * self.d)
-        if op == "g_mean":
-            return mu
-        var = (self.s2 / (self.n * self.d) - mu * mu).clamp_min(0.0)
-        return var if op == "var" else var.sqrt()
+        return _streamed(op, self.n * self.d, self.s1, self.s2)
 
 
 class _LazyEnv(dict):
@@ -422,7 +416,8 @@ _STREAMED_REDUCERS = frozenset({"g_mean", "sum", "var", "std"})
 
 
 def _streamed(op: str, entries: Tensor, s1: Tensor, s2: Tensor) -> Tensor:
-    """``op`` over all of a class's entries from their sum and sum of squares ``[c, 1]`` (population moments)."""
+    """``op`` (sum, g_mean, var or std) over ``entries`` values from their sum ``s1`` and sum of squares ``s2``
+    (population moments)."""
     if op == "sum":
         return s1
     mu = s1 / entries
