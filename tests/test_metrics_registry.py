@@ -112,7 +112,8 @@ RAW_MAPS_AFTER_SIMPLIFICATION = {
     "DI": "inverts the D×D scatter matrix (X − m_X)ᵀ(X − m_X) of each channel: matrix work on X, no moment form",
 }
 # Library metrics whose formula simplifies, and what that changes.
-SIMPLIFIED = {"EP_Func1": "its var(N) term is zero; as evolved that term divides by P and needed the raw maps"}
+SIMPLIFIED = {"EP_Func1": "its var(N) term is zero; as evolved that term divides by P and needed the raw maps",
+              "EP_Func2": "std(D·(WI − N)) is D·std(WI): the shift and the factor leave the spread, no [C, L, K] broadcast"}
 
 
 def test_library_metrics_take_the_statistics_path_whenever_their_simplified_form_allows():

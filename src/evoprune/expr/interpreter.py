@@ -415,13 +415,20 @@ def _evaluate_materialised(tree, shapes, info: TreeInfo, env, features: Tensor, 
 _STREAMED_REDUCERS = frozenset({"g_mean", "sum", "var", "std"})
 
 
+#: A variance from moments below this fraction of the mean square is rounding (E[x²] − E[x]² cancels), not spread.
+_MOMENT_VAR_RTOL = 1e-10
+
+
 def _streamed(op: str, entries: Tensor, s1: Tensor, s2: Tensor) -> Tensor:
     """``op`` (sum, g_mean, var or std) over ``entries`` values from their sum ``s1`` and sum of squares ``s2``
-    (population moments)."""
+    (population moments). A constant channel gets a variance of exactly 0, as a two-pass variance gives it, not
+    the cancellation residue (≈ 1e-15 of its mean square) that a protected division would blow up."""
     if op == "sum":
         return s1
     mu = s1 / entries
     if op == "g_mean":
         return mu
-    var = (s2 / entries - mu * mu).clamp_min(0.0)
+    mean_sq = s2 / entries
+    var = mean_sq - mu * mu
+    var = var.masked_fill(var <= _MOMENT_VAR_RTOL * mean_sq, 0.0)
     return var if op == "var" else var.sqrt()

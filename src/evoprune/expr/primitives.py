@@ -23,6 +23,7 @@ from evoprune.expr.shapes import SCALAR, Shape, ShapeError, broadcast, matrix, v
 
 RIDGE_SMALL = 1e-4  # rho1, and the ridge of the matrix m_inv
 RIDGE_LARGE = 5e-2  # rho5
+GEO_MEDIAN_TIE = 1e-9  # summed distances this close (relative) to the smallest count as a tie
 
 Infer = Callable[[Sequence[Shape]], Shape]
 Apply = Callable[[Sequence[Tensor], Sequence[Shape], Shape], Tensor]
@@ -250,8 +251,13 @@ def _geo_median(a: Sequence[Tensor], s: Sequence[Shape], out: Shape) -> Tensor:
     t = a[0]
     lead, f, k = tuple(t.shape[:2]), t.shape[2], t.shape[3]
     flat = t.reshape(-1, f, k)
-    dist = torch.cdist(flat, flat, compute_mode="donot_use_mm_for_euclid_dist")
-    best = dist.sum(-1).argmin(-1)
+    total = torch.cdist(flat, flat, compute_mode="donot_use_mm_for_euclid_dist").sum(-1)
+    # Ties are common (the two middle values of an even count of scalars), and rounding would break them one way
+    # for W and another for s·W or W + s: the first row within rounding of the minimum wins, as argmin picks the
+    # first of exact ties. NaN sums keep argmin's answer (the first NaN).
+    low = total.min(-1, keepdim=True).values
+    best = (total <= low + GEO_MEDIAN_TIE * low.abs()).to(torch.uint8).argmax(-1)
+    best = torch.where(low.squeeze(-1).isnan(), total.argmin(-1), best)
     picked = flat[torch.arange(flat.shape[0], device=t.device), best]
     return picked.reshape(lead + (k,))
 
@@ -283,7 +289,7 @@ PRIMITIVES: dict[str, PrimitiveSpec] = {
         PrimitiveSpec("rho1", 1, _same, _rho1, "x + 1e-4 (small ridge)"),
         PrimitiveSpec("rho5", 1, _same, _rho5, "x + 5e-2 (large ridge)"),
         PrimitiveSpec("geo_median", 1, _infer_geo_median, _geo_median,
-                      "the filter (row of W) with the smallest summed distance to all others (FPGM's median)"),
+                      "the filter (row of W) with the smallest summed distance to all others (FPGM's median; ties, to 1e-9 relative, go to the first)"),
     )
 }
 

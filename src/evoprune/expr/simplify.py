@@ -7,7 +7,7 @@ Scoring, the fitness cache's canonical key and the printers therefore use the si
 
 The rules are applied bottom-up to a fixed point. Each is exact in the interpreter's semantics
 (:mod:`evoprune.expr.primitives`: protected ``div`` and ``m_inv``, ``sqrt`` of ``|x|``, numpy broadcasting of
-symbolic shapes), and each rewritten subtree keeps its symbolic shape, so every parent computes what it computed
+symbolic shapes; the scalar rules at the end of the list up to rounding), and each rewritten subtree keeps its symbolic shape, so every parent computes what it computed
 before; only the root may become the scalar ``0`` when its value is all zeros (it is summed to 0 either way).
 
 * constants are folded (in float64, the scoring dtype, with the primitive's own code; never to inf/NaN);
@@ -22,7 +22,19 @@ before; only the root may become the scalar ``0`` when its value is all zeros (i
 * ``tran`` of a scalar or vector and ``tran(tran(x))`` are ``x``; ``g_mean``, ``sum`` and ``m_trace`` of a
   scalar are the scalar; ``mmul`` with a scalar is ``mul`` (the interpreter computes exactly that);
 * ``abs`` of something non-negative is dropped; ``pow2(|x|) = pow2(x)``, ``sqrt(|x|) = sqrt(x)``,
-  ``sqrt(pow2(x)) = |x|``.
+  ``sqrt(pow2(x)) = |x|``;
+* a scalar ``s`` (one value per channel and class: constant over what a reducer reduces) leaves a reduction:
+  ``var``/``std`` of ``x ± s`` or ``s − x`` are those of ``x``, ``var(s·x) = pow2(s)·var(x)``,
+  ``std(s·x) = |s|·std(x)``, and ``g_mean``, ``mean``, ``sum`` and ``geo_median`` of ``s·x`` are ``s`` times
+  those of ``x``; ``g_mean``, ``mean`` and ``geo_median`` of ``x ± s`` (or ``s − x``) are those of ``x``
+  shifted by ``s``. These hold in real arithmetic and differ from the tree as written by rounding only (the
+  rewritten form is the more accurate: ``s`` no longer cancels against itself); they are applied, unlike the
+  rejected identities below, because they decide the cost: ``std(num(mQ)·(WI − …))`` as written broadcasts a
+  per-class scalar over every weight of every channel (a ``[C, L, K]`` tensor), and GP children full of such
+  terms scored 4× slower. Two things make them safe to the property test's 1e-12: the moment path gives a
+  constant channel a variance of exactly 0 (as a two-pass variance does; see the interpreter), and
+  ``geo_median`` breaks near-ties towards the first row (see the primitive), so a medoid does not move when its
+  filters are scaled.
 
 **Convention.** Rules that remove a subtree (a zero factor, ``x − x``, ``var`` of a scalar, ``x / x``) assume
 that subtree's values are finite: in the interpreter ``0 · inf`` is NaN, and a NaN score ranks as −inf. A
@@ -63,6 +75,8 @@ _ROWS_OF = {"n_P": "P", "n_Q": "Q", "n": "X", "D": "mX", "K": "WI", "F": "W"}
 _KEEPS_ZERO = frozenset({"abs", "pow2", "sqrt", "tran", "mean", "g_mean", "sum", "m_trace", "geo_median", "var",
                          "std"})
 _MAX_PASSES = 16
+#: Reducers out of which a scalar shift or factor of their argument moves (see ``_Rules._scalar_out_of``).
+_SCALAR_OUT_OF = frozenset({"var", "std", "g_mean", "mean", "sum", "geo_median"})
 
 # Signs: what is provably true of every entry of a value.
 _ANY, _NON_NEGATIVE, _POSITIVE = 0, 1, 2
@@ -138,7 +152,28 @@ class _Rules:
             return args[1]
         if op == "div" and a == args[1] and out.rank == 0 and self.sign(a) == _POSITIVE:
             return self._built(ONE, SCALAR)
+        if op in _SCALAR_OUT_OF and isinstance(a, Call) and a.op in ("add", "sub", "mul") and shapes[0].rank > 0:
+            return self._scalar_out_of(op, a)
         return None
+
+    def _scalar_out_of(self, op: str, inner: Call) -> Node | None:
+        """``op(x ∘ s)`` for a reducer ``op`` and a scalar ``s`` (one value per channel and class, constant over
+        the entries ``op`` reduces): a shift drops out of a spread and passes through a location (the means and
+        the medoid: distances between rows ignore shifts and negation), a factor comes out of both. Evaluated on
+        ``x`` alone, the reduction no longer broadcasts ``s`` over ``x``'s entries for every channel and class."""
+        left, right = (self.shape[x].rank == 0 for x in inner.args)
+        if left == right:
+            return None
+        s, x = inner.args if left else inner.args[::-1]
+        reduced = self.call(op, (x,))
+        if inner.op == "mul":
+            factor = {"var": "pow2", "std": "abs"}.get(op)
+            return self.call("mul", (self.call(factor, (s,)) if factor else s, reduced))
+        if op in ("var", "std"):  # var(x + s) = var(x − s) = var(s − x) = var(x)
+            return reduced
+        if op == "sum":
+            return None  # sum(x + s) = sum(x) + num(x)·s: no saving
+        return self.call(inner.op, (s, reduced) if left else (reduced, s))
 
     def is_zero(self, n: Node) -> bool:
         """Every entry is 0 (for finite operands: see the convention in the module docstring)."""
