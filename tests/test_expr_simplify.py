@@ -82,6 +82,9 @@ PROPERTY = settings(max_examples=100, deadline=None, suppress_health_check=[Heal
     ("sum(mul(N, WI))", "mul(N, sum(WI))"),
     ("geo_median(mul(N, W))", "mul(N, geo_median(W))"),
     ("geo_median(sub(N, W))", "sub(N, geo_median(W))"),
+    ("abs(geo_median(rho1(sub(W, N))))", "abs(rho1(sub(geo_median(W), N)))"),  # a ridge is a shift too
+    ("var(rho5(P))", "var(P)"),
+    ("g_mean(rho5(P))", "rho5(g_mean(P))"),
     # a tree that loses its per-class operands keeps its sum over the classes
     ("add(sum(WI), sub(N, N))", "mul(sum(WI), div(N, N))"),
 ])
@@ -101,6 +104,7 @@ def test_rules(formula: str, expected: str) -> None:
     "div(num(Q), num(Q))",  # n_Q is 0 with a single class
     "add(mX, mul(P, 0.0))",  # a zero matrix that broadcasts mX to n_P rows: its shape matters
     "sum(add(WI, N))",  # = sum(WI) + K·N: no cheaper
+    "sum(rho1(WI))",
     "var(div(WI, N))",  # var(WI) / N² would differ where N² underflows; kept
 ])
 def test_inexact_identities_are_kept(formula: str) -> None:

@@ -27,7 +27,7 @@ before; only the root may become the scalar ``0`` when its value is all zeros (i
   ``var``/``std`` of ``x ± s`` or ``s − x`` are those of ``x``, ``var(s·x) = pow2(s)·var(x)``,
   ``std(s·x) = |s|·std(x)``, and ``g_mean``, ``mean``, ``sum`` and ``geo_median`` of ``s·x`` are ``s`` times
   those of ``x``; ``g_mean``, ``mean`` and ``geo_median`` of ``x ± s`` (or ``s − x``) are those of ``x``
-  shifted by ``s``. These hold in real arithmetic and differ from the tree as written by rounding only (the
+  shifted by ``s``, and a ridge (``rho1``, ``rho5``: a constant shift) leaves them the same way. These hold in real arithmetic and differ from the tree as written by rounding only (the
   rewritten form is the more accurate: ``s`` no longer cancels against itself); they are applied, unlike the
   rejected identities below, because they decide the cost: ``std(num(mQ)·(WI − …))`` as written broadcasts a
   per-class scalar over every weight of every channel (a ``[C, L, K]`` tensor), and GP children full of such
@@ -152,9 +152,20 @@ class _Rules:
             return args[1]
         if op == "div" and a == args[1] and out.rank == 0 and self.sign(a) == _POSITIVE:
             return self._built(ONE, SCALAR)
-        if op in _SCALAR_OUT_OF and isinstance(a, Call) and a.op in ("add", "sub", "mul") and shapes[0].rank > 0:
-            return self._scalar_out_of(op, a)
+        if op in _SCALAR_OUT_OF and isinstance(a, Call) and shapes[0].rank > 0:
+            if a.op in ("add", "sub", "mul"):
+                return self._scalar_out_of(op, a)
+            if a.op in ("rho1", "rho5"):  # a ridge is a constant shift
+                return self._shift_out_of(op, a.op, a.args[0])
         return None
+
+    def _shift_out_of(self, op: str, ridge: str, x: Node) -> Node | None:
+        """``op(rho(x))``: a spread ignores the ridge, a location carries it (``sum`` would add it K times)."""
+        if op in ("var", "std"):
+            return self.call(op, (x,))
+        if op == "sum":
+            return None
+        return self.call(ridge, (self.call(op, (x,)),))
 
     def _scalar_out_of(self, op: str, inner: Call) -> Node | None:
         """``op(x ∘ s)`` for a reducer ``op`` and a scalar ``s`` (one value per channel and class, constant over
