@@ -1,5 +1,6 @@
 """``evoprune search``: SA or GA weight-mask search on a trained model, in the seed's mode or the improved one;
-with ``--space channels``, SA / GA / NSGA-II over per-group channel counts under a MACs or parameter budget."""
+with ``--space channels``, SA / GA / NSGA-II over per-group channel counts under a MACs or parameter budget; with
+``--space sparsity``, SA / GA over per-layer weight sparsities at a global sparsity, magnitude inside each layer."""
 
 from __future__ import annotations
 
@@ -19,7 +20,8 @@ from evoprune.errors import ConfigError
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "search",
-        help="SA / GA search of weight pruning masks, or (--space channels) of per-layer channel counts",
+        help="SA / GA search of weight pruning masks, or of per-layer channel counts (--space channels) or weight "
+        "sparsities (--space sparsity)",
         description="--space weights (default): search one boolean mask per conv/linear weight with SA or GA "
         "(mask-search seed). --preset seed reproduces the reference (test-split evaluation, absolute loss caps); "
         "--preset improved selects on validation with a budget relative to the baseline. Writes results.json, "
@@ -27,10 +29,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "channels each prunable group keeps (SA, GA, or NSGA-II with --pareto) under --macs-target or "
         "--params-target, the metric choosing the channels, allocations compared by validation accuracy after "
         "BatchNorm recalibration; writes results.json, tables/*.json (for `evoprune prune --table`), front.png, "
-        "keep.png, and fine-tunes the chosen allocation.",
+        "keep.png, and fine-tunes the chosen allocation. --space sparsity: search how many weights each conv/linear "
+        "layer keeps (SA or GA) at --target-sparsity, magnitude choosing them, allocations compared by validation "
+        "accuracy; writes results.json and masks.pt of the chosen allocation, fine-tuned with the masks fixed.",
     )
-    p.add_argument("--space", choices=["weights", "channels"], default="weights",
-                   help="weights: mask search (default); channels: per-layer channel counts (layer budget)")
+    p.add_argument("--space", choices=["weights", "channels", "sparsity"], default="weights",
+                   help="weights: mask search (default); channels: per-layer channel counts (layer budget); "
+                   "sparsity: per-layer weight sparsities, magnitude inside each layer")
     p.add_argument("--algorithm", choices=["sa", "ga", "both", "nsga2"], default=None,
                    help="search algorithm (default sa; both: SA then GA, one figure; nsga2: --space channels --pareto)")
     p.add_argument("--preset", choices=["seed", "improved"], default=None, help="weights: mask-search preset (default seed)")
@@ -78,6 +83,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     c.add_argument("--objective", choices=["accuracy", "loss"], default=None, help="validation accuracy (default) or loss")
     c.add_argument("--min-keep", type=float, default=None, help="smallest share of a group kept (default 0.1)")
     c.add_argument("--val-samples", type=int, default=None, help="validation images per evaluation (default 1000)")
+    w = p.add_argument_group("--space sparsity (also --evaluations, --objective, --min-keep, --val-samples above; --set "
+                             "reaches every field of evoprune.search.sparsity.SparsitySearchConfig)")
+    w.add_argument("--target-sparsity", type=float, default=None,
+                   help="fraction of the conv/linear weights to prune (default 0.8)")
     p.add_argument("--out", type=Path, default=None,
                    help="run directory (default runs/search-<algorithm>-<preset>-<data>-s<seed>, or "
                    "runs/search-channels-<algorithm>-<data>-s<seed>)")
@@ -88,7 +97,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 _WEIGHT_ONLY = ("preset", "iterations", "joint_iterations", "generations", "joint_generations", "population",
                 "mutation_rate", "budget", "budget_metric", "warmup", "cap_reference_loss", "sparsity", "restore_ratio",
                 "magnitude_bias", "finetune_between", "joint_rounds", "eval_size", "batch_size", "layers")
-_CHANNEL_ONLY = ("metric", "macs_target", "params_target", "evaluations", "objective", "min_keep", "val_samples")
+_CHANNEL_ONLY = ("metric", "macs_target", "params_target")
+_ALLOCATION = ("evaluations", "objective", "min_keep", "val_samples")  # channels and sparsity
+#: The options each space takes, beyond the common ones.
+_SPACE_OPTIONS = {"weights": _WEIGHT_ONLY, "channels": _CHANNEL_ONLY + _ALLOCATION,
+                  "sparsity": _ALLOCATION + ("target_sparsity",)}
 
 
 def _flag(name: str) -> str:
@@ -96,15 +109,21 @@ def _flag(name: str) -> str:
 
 
 def _check_space(args: argparse.Namespace) -> None:
-    """Refuse options of the other space, and algorithms the chosen space has not."""
-    channels = args.space == "channels"
-    wrong = [_flag(n) for n in (_WEIGHT_ONLY if channels else _CHANNEL_ONLY) if getattr(args, n) is not None]
-    wrong += ["--no-baselines"] * (channels and args.no_baselines) + ["--pareto"] * (not channels and args.pareto)
+    """Refuse options of another space, and algorithms the chosen space has not."""
+    space, channels = args.space, args.space == "channels"
+    foreign = [n for other, names in _SPACE_OPTIONS.items() if other != space for n in names
+               if n not in _SPACE_OPTIONS[space]]
+    wrong = [_flag(n) for n in dict.fromkeys(foreign) if getattr(args, n) is not None]
+    wrong += ["--no-baselines"] * (space != "weights" and args.no_baselines) + ["--pareto"] * (not channels and args.pareto)
     if wrong:
-        raise ConfigError(f"{', '.join(wrong)} {'do' if len(wrong) > 1 else 'does'} not apply to --space {args.space}; "
-                          f"drop {'them' if len(wrong) > 1 else 'it'} or use --space {'weights' if channels else 'channels'}")
-    if channels and args.algorithm == "both":
-        raise ConfigError("--space channels runs one algorithm: --algorithm sa, ga, or nsga2 (with --pareto)")
+        first = wrong[0].removeprefix("--").replace("-", "_")
+        home = next((s for s, names in _SPACE_OPTIONS.items() if first in names), "weights")
+        home = "channels" if first == "pareto" else home
+        raise ConfigError(f"{', '.join(wrong)} {'do' if len(wrong) > 1 else 'does'} not apply to --space {space}; "
+                          f"drop {'them' if len(wrong) > 1 else 'it'} or use --space {home}")
+    if space != "weights" and args.algorithm == "both":
+        raise ConfigError(f"--space {space} runs one algorithm: --algorithm sa or ga"
+                          + (", or nsga2 (with --pareto)" if channels else ""))
     if not channels and args.algorithm == "nsga2":
         raise ConfigError("--algorithm nsga2 searches channel counts: add --space channels --pareto")
     if channels and args.pareto and args.algorithm not in (None, "nsga2"):
@@ -129,6 +148,20 @@ def _channel_config(args: argparse.Namespace) -> Any:
         if value is not None:
             data["finetune"][key] = value
     return with_overrides(from_data(ChannelSearchConfig, data), args.overrides)
+
+
+def _sparsity_config(args: argparse.Namespace) -> Any:
+    from evoprune.config import from_data, to_data, with_overrides
+    from evoprune.search.sparsity import SparsitySearchConfig
+
+    data = to_data(SparsitySearchConfig())
+    given = {"algorithm": args.algorithm, "sparsity": args.target_sparsity, "evaluations": args.evaluations,
+             "objective": args.objective, "min_keep": args.min_keep, "val_samples": args.val_samples}
+    data.update({k: v for k, v in given.items() if v is not None})
+    for key, value in (("epochs", args.finetune_epochs), ("lr", args.finetune_lr)):
+        if value is not None:
+            data["finetune"][key] = value
+    return with_overrides(from_data(SparsitySearchConfig, data), args.overrides)
 
 
 def _config(args: argparse.Namespace) -> Any:
@@ -250,6 +283,43 @@ def _run_channels(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+def _run_sparsity(args: argparse.Namespace, console: Console) -> int:
+    from evoprune.atomic import write_json
+    from evoprune.search.masks import save_masks
+    from evoprune.search.sparsity import chosen_masks, search_sparsities
+
+    config = _sparsity_config(args)
+    if args.out is not None:
+        check_output(args.out, option="--out", directory=True)
+    model, data, source = _model_and_data(args, console)
+    out = args.out or Path("runs") / f"search-sparsity-{config.algorithm}-{data.name}-s{args.seed}"
+    check_output(out, option="--out", directory=True)
+    result = search_sparsities(model, data, config, seed=args.seed, progress=not args.quiet)
+    result["source"] = source
+    write_json(out / "results.json", result)
+    save_masks(out / "masks.pt", chosen_masks(model, result))
+    table = Table(title=f"{config.algorithm.upper()} sparsity search at {config.sparsity:.1%} of the weights pruned "
+                  "(magnitude inside each layer; validation)")
+    table.add_column("allocation")
+    for name in result["layers"]:
+        table.add_column(name, justify="right")
+    for column in ("sparsity", "val acc", "val loss"):
+        table.add_column(column, justify="right")
+    rows = [("chosen", result["chosen"]), *result["references"].items()]
+    for name, index in rows:
+        r = result["records"][index]
+        table.add_row(name, *(f"{1 - k / n:.2f}" for k, n in zip(r["kept"], result["sizes"])),
+                      f"{r['sparsity']:.2%}", f"{r['accuracy']:.4f}", f"{r['loss']:.4f}")
+    console.print(table)
+    if "chosen" in result["finetuned"]:
+        f = result["finetuned"]["chosen"]
+        console.print(f"chosen allocation fine-tuned {f['epochs']} epoch(s) with the masks fixed: val "
+                      f"{f['val_accuracy']:.4f}, test {f['test_accuracy']:.4f} (loss {f['test_loss']:.4f})")
+    console.print(f"{len(result['records'])} allocations measured in {result['seconds']['search']:.0f} s of search; "
+                  f"run directory: {out} (masks.pt: torch.nn.utils.prune masks of the chosen allocation)")
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     from evoprune.search import search_masks, write_run
     from evoprune.search.plots import plot_history, plot_layers
@@ -258,6 +328,8 @@ def run(args: argparse.Namespace) -> int:
     _check_space(args)
     if args.space == "channels":
         return _run_channels(args, console)
+    if args.space == "sparsity":
+        return _run_sparsity(args, console)
     config = _config(args)
     if args.out is not None:
         check_output(args.out, option="--out", directory=True)

@@ -11,6 +11,11 @@ group keeps, under a MACs or parameter budget (SA, GA) or along the accuracy-vs-
 >>> result = search_channels(model, data, ChannelSearchConfig(macs_target=0.5), seed=0)
 >>> write_channel_run(result, "runs/channels")          # tables/chosen.json for `evoprune prune --table`
 
+``search_sparsities`` (``search.sparsity``) searches per-layer weight sparsities at a global sparsity, magnitude
+choosing the weights inside each layer (the allocation the mask search's masks mostly amount to)::
+
+>>> result = search_sparsities(model, data, SparsitySearchConfig(sparsity=0.85), seed=0)
+
 Speed comes from ``MaskEvaluator``: the activations entering the searched layer are computed once per layer, only
 the rest of the model runs per candidate, and a GA population is scored in one ``vmap``-batched forward.
 """
@@ -32,11 +37,13 @@ from evoprune.search.schedules import (
     log_temperature,
     seed_loss_caps,
 )
+from evoprune.search.sparsity import SparsitySearchConfig, search_sparsities
 
 __all__ = [
     "BASELINE_KINDS",
     "ChannelSearchConfig",
     "ChannelSearchResult",
+    "SparsitySearchConfig",
     "PRESETS",
     "Constraint",
     "GAConfig",
@@ -66,6 +73,7 @@ __all__ = [
     "save_masks",
     "search_channels",
     "search_masks",
+    "search_sparsities",
     "seed_loss_caps",
     "sparsity_from_counts",
     "write_channel_run",

@@ -102,7 +102,53 @@ class CostModel:
         return out[0], out[1]
 
 
-class ChannelSpace:
+class BoundedAllocations:
+    """What a search needs of any space of allocations (one count per group, between ``lower`` and ``widths``,
+    priced by ``fits``): clipping, repair onto a budget's boundary, and the uniform allocation at a budget."""
+
+    lower: Allocation
+    widths: Allocation
+
+    def fits(self, allocation: Allocation, budget: Budget) -> bool:
+        raise NotImplementedError
+
+    def uniform(self, ratio: float) -> Allocation:
+        raise NotImplementedError
+
+    def clip(self, allocation: Sequence[int]) -> Allocation:
+        return tuple(min(w, max(lo, int(a))) for a, lo, w in zip(allocation, self.lower, self.widths))
+
+    def repair(self, allocation: Sequence[int], budget: Budget, rng: random.Random,
+               protect: Sequence[int] = ()) -> Allocation:
+        """``allocation`` moved onto the budget's boundary (see the module docstring); groups in ``protect``
+        (the ones a move just changed) give channels back last and take none."""
+        current = list(self.clip(allocation))
+        protected = set(protect)
+        while not self.fits(tuple(current), budget):
+            free = [i for i, a in enumerate(current) if a > self.lower[i] and i not in protected]
+            free = free or [i for i, a in enumerate(current) if a > self.lower[i]]
+            i = rng.choices(free, weights=[current[j] for j in free])[0]
+            current[i] -= 1
+        while True:
+            room = [i for i, a in enumerate(current) if a < self.widths[i] and i not in protected
+                    and self.fits(tuple(current[:i]) + (a + 1,) + tuple(current[i + 1:]), budget)]
+            if not room:
+                return tuple(current)
+            i = rng.choices(room, weights=[current[j] for j in room])[0]
+            current[i] += 1
+
+    def uniform_at(self, budget: Budget) -> Allocation:
+        """The uniform allocation with the smallest ratio that meets ``budget`` (ratios tried at every width's
+        steps, so no smaller one gives another architecture)."""
+        ratios = sorted({k / w for w in self.widths for k in range(w)})
+        for ratio in ratios:
+            allocation = self.uniform(ratio)
+            if self.fits(allocation, budget):
+                return allocation
+        raise PruningError(f"no uniform ratio meets the {budget.kind} target of {budget.fraction:.1%}")
+
+
+class ChannelSpace(BoundedAllocations):
     """The prunable groups of one trained network, their cached channel scores, the cost model and the bounds.
 
     ``min_keep`` is the smallest share of a group's channels an allocation keeps (at least one channel).
@@ -155,42 +201,10 @@ class ChannelSpace:
     def fits(self, allocation: Allocation, budget: Budget) -> bool:
         return self.value(allocation, budget) <= budget.limit
 
-    def clip(self, allocation: Sequence[int]) -> Allocation:
-        return tuple(min(w, max(lo, int(a))) for a, lo, w in zip(allocation, self.lower, self.widths))
-
-    def repair(self, allocation: Sequence[int], budget: Budget, rng: random.Random,
-               protect: Sequence[int] = ()) -> Allocation:
-        """``allocation`` moved onto the budget's boundary (see the module docstring); groups in ``protect``
-        (the ones a move just changed) give channels back last and take none."""
-        current = list(self.clip(allocation))
-        protected = set(protect)
-        while not self.fits(tuple(current), budget):
-            free = [i for i, a in enumerate(current) if a > self.lower[i] and i not in protected]
-            free = free or [i for i, a in enumerate(current) if a > self.lower[i]]
-            i = rng.choices(free, weights=[current[j] for j in free])[0]
-            current[i] -= 1
-        while True:
-            room = [i for i, a in enumerate(current) if a < self.widths[i] and i not in protected
-                    and self.fits(tuple(current[:i]) + (a + 1,) + tuple(current[i + 1:]), budget)]
-            if not room:
-                return tuple(current)
-            i = rng.choices(room, weights=[current[j] for j in room])[0]
-            current[i] += 1
-
     def uniform(self, ratio: float) -> Allocation:
         """The allocation of a uniform ratio: each group loses ``floor(ratio · width)`` channels (the rule of
         :func:`evoprune.prune.resolve`), keeping at least one."""
         return tuple(max(1, w - math.floor(ratio * w + 1e-9)) for w in self.widths)
-
-    def uniform_at(self, budget: Budget) -> Allocation:
-        """The uniform allocation with the smallest ratio that meets ``budget`` (ratios tried at every width's
-        steps, so no smaller one gives another architecture)."""
-        ratios = sorted({k / w for w in self.widths for k in range(w)})
-        for ratio in ratios:
-            allocation = self.uniform(ratio)
-            if self.fits(allocation, budget):
-                return allocation
-        raise PruningError(f"no uniform ratio meets the {budget.kind} target of {budget.fraction:.1%}")
 
     def global_at(self, budget: Budget) -> Allocation:
         """Global ranking (:func:`~evoprune.prune.selection.select_global`, the pruner's ``--global``): the fewest
