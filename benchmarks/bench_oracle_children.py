@@ -25,6 +25,8 @@ from typing import Any
 
 import torch
 
+import evoprune
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import RESULTS, write_results
 from evoprune.device import machine
@@ -104,8 +106,6 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     keys = sample(args.run_dir, args.formulas, args.min_generation)
-    import evoprune
-
     start = time.perf_counter()
     load = os.getloadavg()[0]
     row = {**measure(args.run_dir, keys), "code": str(Path(evoprune.__file__).resolve().parent),

@@ -133,35 +133,37 @@ def _check_space(args: argparse.Namespace) -> None:
     args.algorithm = args.algorithm or ("nsga2" if args.pareto else "sa")
 
 
-def _channel_config(args: argparse.Namespace) -> Any:
+def _allocation_config(cls: type, args: argparse.Namespace, given: dict[str, Any],
+                       defaults: dict[str, Any] | None = None) -> Any:
+    """``cls`` (a channel or sparsity search config) from its defaults, the options given and ``--set``."""
     from evoprune.config import from_data, to_data, with_overrides
-    from evoprune.search.channels import ChannelSearchConfig
 
-    data = to_data(ChannelSearchConfig())
-    if args.params_target is not None or (args.pareto and args.macs_target is None):
-        data["macs_target"] = None  # the default MACs target gives way to a parameter target or a whole front
-    given = {"algorithm": args.algorithm, "metric": args.metric, "macs_target": args.macs_target,
-             "params_target": args.params_target, "evaluations": args.evaluations, "objective": args.objective,
-             "min_keep": args.min_keep, "val_samples": args.val_samples}
+    data = {**to_data(cls()), **(defaults or {})}
     data.update({k: v for k, v in given.items() if v is not None})
     for key, value in (("epochs", args.finetune_epochs), ("lr", args.finetune_lr)):
         if value is not None:
             data["finetune"][key] = value
-    return with_overrides(from_data(ChannelSearchConfig, data), args.overrides)
+    return with_overrides(from_data(cls, data), args.overrides)
+
+
+def _channel_config(args: argparse.Namespace) -> Any:
+    from evoprune.search.channels import ChannelSearchConfig
+
+    # the default MACs target gives way to a parameter target or a whole front
+    defaults = ({"macs_target": None} if args.params_target is not None or (args.pareto and args.macs_target is None)
+                else {})
+    return _allocation_config(ChannelSearchConfig, args, {
+        "algorithm": args.algorithm, "metric": args.metric, "macs_target": args.macs_target,
+        "params_target": args.params_target, "evaluations": args.evaluations, "objective": args.objective,
+        "min_keep": args.min_keep, "val_samples": args.val_samples}, defaults)
 
 
 def _sparsity_config(args: argparse.Namespace) -> Any:
-    from evoprune.config import from_data, to_data, with_overrides
     from evoprune.search.sparsity import SparsitySearchConfig
 
-    data = to_data(SparsitySearchConfig())
-    given = {"algorithm": args.algorithm, "sparsity": args.target_sparsity, "evaluations": args.evaluations,
-             "objective": args.objective, "min_keep": args.min_keep, "val_samples": args.val_samples}
-    data.update({k: v for k, v in given.items() if v is not None})
-    for key, value in (("epochs", args.finetune_epochs), ("lr", args.finetune_lr)):
-        if value is not None:
-            data["finetune"][key] = value
-    return with_overrides(from_data(SparsitySearchConfig, data), args.overrides)
+    return _allocation_config(SparsitySearchConfig, args, {
+        "algorithm": args.algorithm, "sparsity": args.target_sparsity, "evaluations": args.evaluations,
+        "objective": args.objective, "min_keep": args.min_keep, "val_samples": args.val_samples})
 
 
 def _config(args: argparse.Namespace) -> Any:
@@ -245,15 +247,22 @@ def _layer_table(name: str, result: Any) -> Table:
     return table
 
 
+def _model_data_out(args: argparse.Namespace, console: Console, algorithm: str) -> tuple[Any, Any, dict[str, Any], Path]:
+    """The model, data and source of ``--space channels|sparsity``, and the run directory (checked before any
+    training, and again once the default name, which needs the data's, is known)."""
+    if args.out is not None:
+        check_output(args.out, option="--out", directory=True)
+    model, data, source = _model_and_data(args, console)
+    out = args.out or Path("runs") / f"search-{args.space}-{algorithm}-{data.name}-s{args.seed}"
+    check_output(out, option="--out", directory=True)
+    return model, data, source, out
+
+
 def _run_channels(args: argparse.Namespace, console: Console) -> int:
     from evoprune.search.channels import search_channels, write_channel_run
 
     config = _channel_config(args)
-    if args.out is not None:
-        check_output(args.out, option="--out", directory=True)
-    model, data, source = _model_and_data(args, console)
-    out = args.out or Path("runs") / f"search-channels-{config.algorithm}-{data.name}-s{args.seed}"
-    check_output(out, option="--out", directory=True)
+    model, data, source, out = _model_data_out(args, console, config.algorithm)
     result = search_channels(model, data, config, seed=args.seed, progress=not args.quiet)
     result.machine.update(source)
     paths = write_channel_run(result, out)
@@ -289,11 +298,7 @@ def _run_sparsity(args: argparse.Namespace, console: Console) -> int:
     from evoprune.search.sparsity import chosen_masks, search_sparsities
 
     config = _sparsity_config(args)
-    if args.out is not None:
-        check_output(args.out, option="--out", directory=True)
-    model, data, source = _model_and_data(args, console)
-    out = args.out or Path("runs") / f"search-sparsity-{config.algorithm}-{data.name}-s{args.seed}"
-    check_output(out, option="--out", directory=True)
+    model, data, source, out = _model_data_out(args, console, config.algorithm)
     result = search_sparsities(model, data, config, seed=args.seed, progress=not args.quiet)
     result["source"] = source
     write_json(out / "results.json", result)

@@ -257,7 +257,9 @@ def _geo_median(a: Sequence[Tensor], s: Sequence[Shape], out: Shape) -> Tensor:
     # first of exact ties. NaN sums keep argmin's answer (the first NaN).
     low = total.min(-1, keepdim=True).values
     best = (total <= low + GEO_MEDIAN_TIE * low.abs()).to(torch.uint8).argmax(-1)
-    best = torch.where(low.squeeze(-1).isnan(), total.argmin(-1), best)
+    nan = low.squeeze(-1).isnan()
+    if bool(nan.any()):
+        best = torch.where(nan, total.argmin(-1), best)
     picked = flat[torch.arange(flat.shape[0], device=t.device), best]
     return picked.reshape(lead + (k,))
 
