@@ -124,3 +124,35 @@ def test_what_does_not_stack_is_refused_before_training(tiny, models: list[nn.Mo
 def test_one_seed_per_model(tiny) -> None:
     with pytest.raises(ConfigError, match="one seed per model"):
         train_stacked([cnn(True, 0)], tiny, RECIPES["adam"], seeds=[0, 1])
+
+
+@pytest.mark.parametrize("batchnorm", [True, False], ids=["bn", "no-bn"])
+def test_members_with_one_seed_share_each_batch_and_still_equal_one_by_one(tiny, batchnorm: bool) -> None:
+    """Evolution's case (an evaluation's seed is the same for every candidate): the first convolution reads the one
+    shared batch as a dense convolution; each member must still equal train.train with that seed."""
+    recipe = RECIPES["adam"]
+    starts = [cnn(batchnorm, seed=10 + k) for k in range(3)]  # (as above, starts where kernels agree to 2e-6)
+    references = [copy.deepcopy(m) for m in starts]
+    expected = [train(m, tiny, recipe, seed=1, progress=False) for m in references]
+    results = train_stacked(starts, tiny, recipe, seeds=[1, 1, 1])
+    for model, reference, result, want in zip(starts, references, results, expected):
+        assert result.best_epoch == want.best_epoch
+        assert [r["val_accuracy"] for r in result.history] == [r["val_accuracy"] for r in want.history]
+        for name, tensor in reference.state_dict().items():
+            assert torch.allclose(model.state_dict()[name], tensor, rtol=1e-4, atol=1e-5), name
+
+
+def test_a_network_that_cannot_share_the_input_gets_a_copy_per_member(tiny) -> None:
+    """A Flatten reading the images first cannot tell one input from K: the check falls back to copies."""
+    starts = [nn.Sequential(nn.Flatten(), nn.Linear(144, 16), nn.ReLU(), nn.Linear(16, 4)) for _ in range(3)]
+    for k, model in enumerate(starts):
+        torch.manual_seed(k)
+        model.apply(lambda m: m.reset_parameters() if isinstance(m, nn.Linear) else None)
+    references = [copy.deepcopy(m) for m in starts]
+    recipe = RECIPES["adam"].with_overrides(epochs=2)
+    expected = [train(m, tiny, recipe, seed=1, progress=False) for m in references]
+    results = train_stacked(starts, tiny, recipe, seeds=[1, 1, 1])
+    for model, reference, result, want in zip(starts, references, results, expected):
+        assert [r["val_accuracy"] for r in result.history] == [r["val_accuracy"] for r in want.history]
+        for p, q in zip(model.parameters(), reference.parameters()):
+            assert torch.allclose(p, q, rtol=1e-4, atol=1e-5)

@@ -226,3 +226,55 @@ def test_tournament_selection_keeps_the_elites_too(reference: tuple[Any, Path], 
     origins = [e["origins"] for e in RunDir(tmp_path).events() if e["event"] == "population"]
     assert all(o[:3] == ["elite"] * 3 for o in origins[1:])
     assert summary(result) != summary(reference[0])  # a different search, same machinery
+
+
+# --- population-batched fine-tuning ------------------------------------------------------------------------------
+
+BATCHED = {"tasks.mlp-syn.finetune_batch": 4, "tasks.vgg-syn.finetune_batch": 4}
+
+
+@pytest.fixture(scope="module")
+def batched_reference(reference: tuple[Any, Path], tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, Path]:
+    run_dir = tmp_path_factory.mktemp("batched")
+    copy_models(reference[1], run_dir)
+    return evolve(tiny_config(**BATCHED), run_dir), run_dir
+
+
+def test_batched_fine_tuning_runs_chunks_of_candidates_as_one_job(batched_reference: tuple[Any, Path]) -> None:
+    from evoprune.evolve.fitness import FitnessJob, derive_seed, prepare_task, run_fitness_job
+
+    result, run_dir = batched_reference
+    evaluations = [e for e in RunDir(run_dir).events() if e["event"] == "evaluation"]
+    assert result.timing[0]["jobs"] < len([e for e in evaluations if e["generation"] == 0])  # 4 to a job
+    config = tiny_config(**BATCHED)
+    bundles = {t.name: prepare_task(t, config, run_dir / "models").bundle for t in config.tasks}
+    checked = 0
+    for e in evaluations[:12]:  # each member scores as it would alone, to float tolerance (one validation sample)
+        if e["status"] != "ok":
+            continue
+        seed = derive_seed(config.seed, "eval", e["index"], e["task"])
+        alone = run_fitness_job(FitnessJob(e["key"], e["task"], e["index"], seed), bundles[e["task"]])
+        assert alone["score"] == pytest.approx(e["score"], abs=1.01 / len(bundles[e["task"]].val_y))
+        checked += 1
+    assert checked >= 8
+
+
+def test_a_batched_run_killed_mid_batch_resumes_to_the_same_end(batched_reference: tuple[Any, Path],
+                                                                 tmp_path: Path) -> None:
+    result, run_dir = batched_reference
+    copy_models(run_dir, tmp_path)
+    with pytest.raises(_Killed):
+        evolve(tiny_config(**BATCHED), tmp_path, executor=DiesAfter(result.timing[0]["jobs"] + 2))
+    events = (tmp_path / "events.jsonl").read_text().splitlines(keepends=True)
+    last = max(i for i, line in enumerate(events) if '"event": "evaluation"' in line)
+    (tmp_path / "events.jsonl").write_text("".join(events[:last]))  # the kill came while a batch was being logged
+    resumed = evolve(None, tmp_path, resume=True)
+    assert summary(resumed) == summary(result)
+
+
+def test_batched_process_executor_gives_the_same_run_as_serial(batched_reference: tuple[Any, Path],
+                                                                 tmp_path: Path) -> None:
+    copy_models(batched_reference[1], tmp_path)
+    with ProcessExecutor(2, threads=1) as ex:
+        result = evolve(tiny_config(**{**BATCHED, "evaluation.timeout": 900}), tmp_path, executor=ex)
+    assert summary(result) == summary(batched_reference[0])

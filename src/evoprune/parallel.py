@@ -78,7 +78,7 @@ def available_cores() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def _short_error(exc: BaseException) -> str:
+def short_error(exc: BaseException) -> str:
     """``Type: message`` plus the innermost frame, short enough for an event log."""
     text = f"{type(exc).__name__}: {str(exc).strip()[:500]}"
     frames = traceback.extract_tb(exc.__traceback__)
@@ -195,7 +195,7 @@ class SerialExecutor(Executor):
         except _JobTimeout:
             value, status, error = None, "timeout", f"ran past the time limit of {timeout:g} s"
         except Exception as exc:  # a failing job fails alone
-            value, status, error = None, "error", _short_error(exc)
+            value, status, error = None, "error", short_error(exc)
         finally:
             if timeout:
                 signal.setitimer(signal.ITIMER_REAL, 0)
@@ -260,13 +260,13 @@ def _serve(conn: Connection, threads: int, preload: tuple[str, ...]) -> None:
             value = fn(payload, shared.get(key) if key is not None else None)
             reply = ("ok", job_id, value, None, time.perf_counter() - start)
         except Exception as exc:
-            reply = ("error", job_id, None, _short_error(exc), time.perf_counter() - start)
+            reply = ("error", job_id, None, short_error(exc), time.perf_counter() - start)
         try:
             conn.send(reply)
         except (EOFError, OSError):
             return
         except Exception as exc:  # the value could not be pickled
-            conn.send(("error", job_id, None, f"result could not be sent back: {_short_error(exc)}", reply[4]))
+            conn.send(("error", job_id, None, f"result could not be sent back: {short_error(exc)}", reply[4]))
 
 
 @dataclass
@@ -382,7 +382,7 @@ class ProcessExecutor(Executor):
                         self._fail(worker, "crash", f"worker died while receiving the job ({exc})", finish)
                     except Exception as exc:  # the payload could not be pickled
                         worker.job = None
-                        finish(Outcome(job.id, "error", error=f"job could not be sent: {_short_error(exc)}",
+                        finish(Outcome(job.id, "error", error=f"job could not be sent: {short_error(exc)}",
                                        worker=worker.label))
             live = [w for w in self._pool if w is not None]
             busy = [w for w in live if w.job is not None]
@@ -590,7 +590,7 @@ class RayExecutor(Executor):
                     ray.init(address=address or None, **kwargs)
             except Exception as exc:
                 where = f"the Ray cluster at {address!r}" if address else "a local Ray instance"
-                raise ExecutorError(f"could not start or reach {where}: {_short_error(exc)}") from None
+                raise ExecutorError(f"could not start or reach {where}: {short_error(exc)}") from None
             self._owns = True
         resources = ray.cluster_resources()
         gpus = float(resources.get("GPU", 0.0))
@@ -692,7 +692,7 @@ class RayExecutor(Executor):
             return Outcome(job.id, "ok", value, None, seconds, worker), False
         except errors.RayTaskError as exc:
             cause = exc.cause if getattr(exc, "cause", None) is not None else exc
-            return Outcome(job.id, "error", None, _short_error(cause), elapsed, "ray"), False
+            return Outcome(job.id, "error", None, short_error(cause), elapsed, "ray"), False
         except errors.TaskCancelledError:
             return Outcome(job.id, "timeout", None, "Ray task cancelled", elapsed, "ray"), False
         except errors.RayError as exc:
@@ -700,7 +700,7 @@ class RayExecutor(Executor):
                 raise self._lost_cluster(f"the Ray node this process is attached to died ({type(exc).__name__})") \
                     from None
             lost = isinstance(exc, _ray_errors(ray, "WorkerCrashedError", "NodeDiedError", "ObjectLostError"))
-            return Outcome(job.id, "crash", None, _short_error(exc), elapsed, "ray"), lost
+            return Outcome(job.id, "crash", None, short_error(exc), elapsed, "ray"), lost
 
     def _cluster_changed(self, job: Job, times: int, error: str | None) -> None:
         """After a lost job (the head answers): size the window to the nodes still alive, and say so."""

@@ -59,17 +59,28 @@ _CHANNELWISE = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.GELU, nn.SiLU, nn.Si
 
 
 class StackedConv2d(nn.Module):
-    """K convolutions as one grouped convolution over ``[B, K·C, H, W]``; tensors stacked along dim 0."""
+    """K convolutions as one grouped convolution over ``[B, K·C, H, W]``; tensors stacked along dim 0.
+
+    Given a *shared* input ``[B, C, H, W]`` (every member sees the same images: the first layer when all members
+    train on the same batches) an ungrouped convolution is one dense convolution with K·C' outputs, which is
+    cheaper than K groups over K copies of the input; a grouped one gets the copies.
+    """
 
     def __init__(self, convs: Sequence[nn.Conv2d]) -> None:
         super().__init__()
         c = convs[0]
-        self.options = dict(stride=c.stride, padding=c.padding, dilation=c.dilation, groups=c.groups * len(convs))
+        self.members, self.in_channels, self.member_groups = len(convs), c.in_channels, c.groups
+        self.options = dict(stride=c.stride, padding=c.padding, dilation=c.dilation)
         self.weight = nn.Parameter(torch.cat([m.weight.detach() for m in convs]))
         self.bias = None if c.bias is None else nn.Parameter(torch.cat([m.bias.detach() for m in convs]))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.conv2d(x, self.weight, self.bias, **self.options)
+        if self.members > 1 and x.shape[1] == self.in_channels:  # shared input
+            if self.member_groups == 1:
+                out = F.conv2d(x, self.weight, self.bias, groups=1, **self.options)
+                return out.contiguous(memory_format=torch.channels_last)  # a no-op for a channels-last input
+            x = x.repeat(1, self.members, 1, 1)
+        return F.conv2d(x, self.weight, self.bias, groups=self.member_groups * self.members, **self.options)
 
 
 class StackedLinear(nn.Module):
@@ -82,6 +93,8 @@ class StackedLinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         weight = self.weight.transpose(1, 2)
+        if x.dim() == 2:  # shared input [B, F]
+            x = x.unsqueeze(0).expand(len(self.weight), *x.shape)
         return torch.bmm(x, weight) if self.bias is None else torch.baddbmm(self.bias.unsqueeze(1), x, weight)
 
 
@@ -91,6 +104,7 @@ class StackedBatchNorm2d(nn.Module):
     def __init__(self, norms: Sequence[nn.BatchNorm2d]) -> None:
         super().__init__()
         n = norms[0]
+        self.members, self.channels = len(norms), n.num_features
         self.eps, self.momentum, self.track = n.eps, n.momentum, n.track_running_stats
         self.weight = self.bias = None
         if n.affine:
@@ -107,6 +121,8 @@ class StackedBatchNorm2d(nn.Module):
         stats = (self.running_mean, self.running_var) if self.track else (None, None)
         if self.training and self.track:
             self.num_batches_tracked.add_(1)
+        if self.members > 1 and x.shape[1] == self.channels:  # shared input: each member normalises its own copy
+            x = x.repeat(1, self.members, 1, 1)
         return F.batch_norm(x, *stats, self.weight, self.bias, batch_stats, self.momentum, self.eps)
 
 
@@ -140,9 +156,10 @@ def _stacked_module(modules: Sequence[nn.Module]) -> nn.Module | None:
     raise ConfigError(f"batched fine-tuning has no grouped form of {type(m).__name__}; fine-tune one by one")
 
 
-def _shapes(model: nn.Module) -> list[tuple[str, tuple[int, ...], torch.dtype, bool]]:
+def architecture(model: nn.Module) -> tuple[str, tuple[tuple[str, tuple[int, ...], torch.dtype, bool], ...]]:
+    """What must be equal for models to stack: their layers and every tensor's name, shape, dtype and grad flag."""
     tensors = [*model.named_parameters(), *model.named_buffers()]
-    return [(name, tuple(t.shape), t.dtype, t.requires_grad) for name, t in tensors]
+    return repr(model), tuple((name, tuple(t.shape), t.dtype, t.requires_grad) for name, t in tensors)
 
 
 def stack_models(models: Sequence[nn.Module]) -> nn.Module:
@@ -152,9 +169,9 @@ def stack_models(models: Sequence[nn.Module]) -> nn.Module:
     """
     if not models:
         raise ConfigError("batched fine-tuning needs at least one model")
-    first, shapes = repr(models[0]), _shapes(models[0])
+    first = architecture(models[0])
     for i, model in enumerate(models[1:], start=1):
-        if repr(model) != first or _shapes(model) != shapes:
+        if architecture(model) != first:
             raise ConfigError(f"model {i} differs from model 0 in its layers or tensor shapes; only candidates "
                               "pruned to the same architecture can be fine-tuned together")
     net = copy.deepcopy(models[0])
@@ -174,14 +191,14 @@ def stack_models(models: Sequence[nn.Module]) -> nn.Module:
     return net
 
 
-def _check_outputs(net: nn.Module, models: Sequence[nn.Module], x: torch.Tensor) -> None:
+def _check_outputs(net: nn.Module, models: Sequence[nn.Module], x: torch.Tensor, *, shared: bool) -> None:
     """The stacked network must give each member's own output (eval mode): catches channel-mixing forwards."""
     with torch.inference_mode():
         was = [m.training for m in models]
         for m in [net, *models]:
             m.eval()
         try:
-            got = net(_member_channels(x.unsqueeze(0).expand(len(models), *x.shape)))
+            got = net(_stacked_input(x, len(models), shared))
         except RuntimeError as exc:  # e.g. a spatial mean or view feeding a stacked Linear the wrong shape
             raise ConfigError(f"the models' forward does not run on stacked members ({exc}); fine-tune one by one") from exc
         for k, (model, mode) in enumerate(zip(models, was)):
@@ -197,6 +214,29 @@ def _member_channels(x: torch.Tensor) -> torch.Tensor:
     """``[K, B, C, H, W]`` → ``[B, K·C, H, W]`` in channels-last memory (the fastest grouped layout on the CPU)."""
     k, b, c, h, w = x.shape
     return x.permute(1, 0, 2, 3, 4).reshape(b, k * c, h, w).contiguous(memory_format=torch.channels_last)
+
+
+def _stacked_input(x: torch.Tensor, members: int, shared: bool) -> torch.Tensor:
+    """One batch ``[B, C, H, W]`` seen by every member: as it is (``shared``) or as K copies side by side."""
+    if shared:
+        x = x.contiguous(memory_format=torch.channels_last)
+        if x.shape[1] == 1:  # one channel: say channels-last in the strides, so the convolution's output is too
+            x = x.as_strided(x.shape, (x.shape[2] * x.shape[3], 1, x.shape[3], 1))
+        return x
+    return _member_channels(x.unsqueeze(0).expand(members, *x.shape))
+
+
+def _shared_input(net: nn.Module, models: Sequence[nn.Module], seeds: Sequence[int], x: torch.Tensor) -> bool:
+    """Whether the members can take one shared batch: they draw the same batches (one seed) and the network's first
+    layers accept it (checked); otherwise each member gets its own copy (also checked, raising if that fails)."""
+    if len(models) > 1 and len(set(seeds)) == 1:
+        try:
+            _check_outputs(net, models, x, shared=True)
+            return True
+        except ConfigError:  # e.g. a Flatten reads the input first: it cannot tell one input from K
+            pass
+    _check_outputs(net, models, x, shared=False)
+    return False
 
 
 def train_stacked(
@@ -227,9 +267,9 @@ def train_stacked(
         model.to(dev)
     net = stack_models(models).to(dev)
     x_train, y_train = data.train.x.to(dev), data.train.y.to(dev)
-    _check_outputs(net, models, x_train[:4])
+    shared = _shared_input(net, models, seeds, x_train[:4])
     k_models, n = len(models), len(y_train)
-    generators = [torch.Generator().manual_seed(s) for s in seeds]
+    generators = [torch.Generator().manual_seed(s) for s in (seeds[:1] if shared else seeds)]
     steps_per_epoch = max(1, math.ceil(n / recipe.batch_size))
     total_steps = steps_per_epoch * recipe.epochs
     optimizer = make_optimizer(net, recipe)
@@ -254,8 +294,11 @@ def train_stacked(
                     xb = x_train[idx]
                 else:  # each member's augmentation draws from its own generator, as train.train's does
                     xb = torch.stack([augment_batch(x_train[i], recipe.augment, g) for i, g in zip(idx, generators)])
-                yb = y_train[idx]
-                logits = net(_member_channels(xb))
+                if shared:  # one seed: every member draws the same batch, so it is drawn and passed once
+                    xb, yb = _stacked_input(xb[0], k_models, True), y_train[idx].expand(k_models, -1)
+                else:
+                    xb, yb = _member_channels(xb), y_train[idx]
+                logits = net(xb)
                 losses = F.cross_entropy(logits.flatten(0, 1), yb.flatten(), reduction="none",
                                          label_smoothing=recipe.label_smoothing).view_as(yb).mean(1)
                 optimizer.zero_grad(set_to_none=True)
@@ -267,7 +310,8 @@ def train_stacked(
                 if s % 20 == 19 or s == steps_per_epoch - 1:
                     bar.update(task, completed=step)
             _diverged(results, loss_sum, models, net, epoch, recipe, description)
-            val = evaluate_stacked(net, k_models, data.val.x, data.val.y, batch_size=recipe.eval_batch_size)
+            val = evaluate_stacked(net, k_models, data.val.x, data.val.y, batch_size=recipe.eval_batch_size,
+                                   shared=shared)
             elapsed = time.perf_counter() - start
             for k, result in enumerate(results):
                 if isinstance(result, TrainingError):
@@ -323,9 +367,10 @@ def _load(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
 
 @torch.inference_mode()
 def evaluate_stacked(net: nn.Module, members: int, x: torch.Tensor, y: torch.Tensor, *,
-                     batch_size: int = 256) -> list[Evaluation]:
+                     batch_size: int = 256, shared: bool = False) -> list[Evaluation]:
     """``train.evaluate`` of every member of a :func:`stack_models` network on ``(x, y)`` (tested equal to it).
 
+    ``shared``: pass each batch once rather than K copies (the network must accept it, see :func:`_shared_input`).
     Runs in eval mode and restores the previous mode.
     """
     was_training = net.training
@@ -335,7 +380,7 @@ def evaluate_stacked(net: nn.Module, members: int, x: torch.Tensor, y: torch.Ten
     correct = torch.zeros(members, dtype=torch.long, device=dev)
     for start in range(0, len(y), batch_size):
         xb, yb = x[start:start + batch_size].to(dev), y[start:start + batch_size].to(dev)
-        logits = net(_member_channels(xb.unsqueeze(0).expand(members, *xb.shape)))
+        logits = net(_stacked_input(xb, members, shared))
         losses = F.cross_entropy(logits.flatten(0, 1), yb.repeat(members), reduction="none")
         total_loss += losses.view(members, -1).sum(1).double()
         correct += (logits.argmax(2) == yb).sum(1)

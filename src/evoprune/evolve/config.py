@@ -184,7 +184,10 @@ class TaskConfig:
     ``pretrain`` and ``finetune`` are training recipes; in TOML a table such as ``{preset = "lenet5", epochs = 4}``
     (a named recipe with fields replaced). The fitness is the validation accuracy after pruning and fine-tuning
     (the test split is never loaded into an evaluation). ``train_samples`` / ``val_samples`` cap the fine-tuning
-    and validation sets (0 = all; a fixed seeded subset), to fit a budget.
+    and validation sets (0 = all; a fixed seeded subset), to fit a budget. ``finetune_batch`` > 1 fine-tunes up to
+    that many candidates of one evaluation round together, as one stacked model per architecture they prune to
+    (:mod:`evoprune.evolve.batched`: equal to one by one to float tolerance; worth it where
+    ``benchmarks/bench_batched_finetune.py`` measures a gain, e.g. LeNet-5, not the small VGG).
     """
 
     name: str
@@ -202,6 +205,7 @@ class TaskConfig:
     coupling: Literal["mean", "max", "params", "root", "last"] = "mean"
     pretrain: TrainConfig = field(default_factory=lambda: TRAIN_PRESETS["lenet5"])
     finetune: TrainConfig = field(default_factory=lambda: TRAIN_PRESETS["finetune"])
+    finetune_batch: int = 1
 
     def __post_init__(self) -> None:
         where = f"task {self.name!r}"
@@ -213,6 +217,7 @@ class TaskConfig:
         _at_least(f"{where}: scoring_samples", self.scoring_samples, 1)
         _at_least(f"{where}: train_samples", self.train_samples, 0)
         _at_least(f"{where}: val_samples", self.val_samples, 0)
+        _at_least(f"{where}: finetune_batch", self.finetune_batch, 1)
         if not 0 < self.val_fraction < 1:
             raise ConfigError(f"{where}: val_fraction must be in (0, 1), got {self.val_fraction}")
         if isinstance(self.schedule, str) and not self.schedule:

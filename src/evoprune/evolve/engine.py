@@ -29,12 +29,13 @@ from evoprune.config import to_data
 from evoprune.errors import ConfigError
 from evoprune.evolve.config import EvolutionConfig, config_to_dict
 from evoprune.evolve.fitness import (
+    FitnessBatch,
     FitnessJob,
     PreparedTask,
     combine_fitness,
     derive_seed,
     prepare_task,
-    run_fitness_job,
+    run_finetune_job,
     worst_fitness,
 )
 from evoprune.evolve.operators import Variation, VariationStats
@@ -63,14 +64,15 @@ from evoprune.parallel import Executor, Job, Outcome, make_executor, torch_threa
 
 # Imported by each local worker process at start-up, while the main process pretrains (torch._dynamo: the first
 # optimizer a process builds imports it, about 2 s).
-WORKER_PRELOAD = ("torch._dynamo", "evoprune.evolve.fitness", "evoprune.evolve.screen", "evoprune.prune",
+WORKER_PRELOAD = ("torch._dynamo", "evoprune.evolve.fitness", "evoprune.evolve.batched", "evoprune.evolve.screen", "evoprune.prune",
                   "evoprune.metrics")
 
 #: Evaluation settings that never change a result, so results.json leaves them out of its config.
 EXECUTION_KEYS = ("executor", "workers", "address", "gpus_per_task")
 
-#: The job function of each fidelity (``fn(FitnessJob, TaskBundle) -> {"score": ..., details}``).
-JOB_FUNCTIONS = {"oracle": run_oracle_job, "recal": run_recal_job, "finetune": run_fitness_job}
+#: The job function of each fidelity (``fn(FitnessJob, TaskBundle) -> {"score": ..., details}``; at ``finetune``
+#: also ``fn(FitnessBatch, TaskBundle) -> {"members": [...]}``).
+JOB_FUNCTIONS = {"oracle": run_oracle_job, "recal": run_recal_job, "finetune": run_finetune_job}
 
 
 class Observer:
@@ -358,29 +360,41 @@ class Evolution:
 
     def _run_level(self, level: str, wanted: list[tuple[str, int]], generation: int, work: dict[str, int]) -> int:
         """Evaluate ``(key, index)`` pairs on every task at one fidelity (or take them from the log); returns how
-        many task evaluations failed."""
+        many task evaluations failed.
+
+        At ``finetune`` a task with ``finetune_batch`` > 1 gets its pairs of one index (one seed) in consecutive
+        chunks of that size, each one :class:`FitnessBatch` job. A chunk runs whole unless all of it is in the log:
+        a member's result depends (to float tolerance) on who shares its batch, so a resumed run rebuilds the
+        chunks a run without interruption had."""
         jobs: list[Job] = []
-        meta: dict[str, tuple[str, int, str]] = {}
+        meta: dict[str, list[tuple[str, int, str]]] = {}
         results: dict[tuple[str, int, str], dict[str, Any]] = {}
-        for key, index in wanted:
-            for task in self.config.tasks:
-                ident = (key, index, task.name)
-                logged = self.journal.get((key, level, index, task.name))
-                if logged is not None:
-                    results[ident] = logged
-                    work["reused"] += 1
+        for task in self.config.tasks:
+            for chunk in self._chunks(level, wanted, task.finetune_batch):
+                idents = [(key, index, task.name) for key, index in chunk]
+                logged = [self.journal.get((key, level, index, task.name)) for key, index in chunk]
+                if all(r is not None for r in logged):
+                    results.update(zip(idents, logged))  # type: ignore[arg-type]
+                    work["reused"] += len(chunk)
                     continue
                 job_id = f"g{generation}-{level}-{len(jobs)}"
+                index = chunk[0][1]
                 seed = derive_seed(self.config.seed, "eval", index, task.name)
-                jobs.append(Job(job_id, FitnessJob(key, task.name, index, seed, level), shared=task.name))
-                meta[job_id] = ident
+                payload: FitnessJob | FitnessBatch = (
+                    FitnessBatch(tuple(key for key, _ in chunk), task.name, index, seed, level) if len(chunk) > 1
+                    else FitnessJob(chunk[0][0], task.name, index, seed, level))
+                jobs.append(Job(job_id, payload, shared=task.name))
+                meta[job_id] = idents
+                for ident, entry in zip(idents, logged):
+                    if entry is not None:  # kept as logged; the chunk's rerun only restores its composition
+                        results[ident] = entry
+                        work["reused"] += 1
         self.observer.generation_started(generation, self.config.evolution.generations, len(jobs))
         worst = worst_fitness(level)
 
-        def done(outcome: Outcome) -> None:
-            key, index, task = meta[outcome.id]
-            value = outcome.value if outcome.ok else {}
-            record = self.log(
+        def record(ident: tuple[str, int, str], outcome: Outcome, value: dict[str, Any]) -> None:
+            key, index, task = ident
+            entry = self.log(
                 "evaluation", generation=generation, key=key, fidelity=level, index=index, task=task,
                 status=outcome.status, score=float(value.get("score", worst)) if outcome.ok else worst,
                 error=outcome.error, seconds=outcome.seconds, worker=outcome.worker,
@@ -388,12 +402,30 @@ class Evolution:
             )
             if not outcome.ok:
                 self.log("failure", key=key, fidelity=level, task=task, status=outcome.status, error=outcome.error)
-            results[(key, index, task)] = record
-            self.observer.evaluation_done(record)
+            results[ident] = entry
+            self.observer.evaluation_done(entry)
+
+        def done(outcome: Outcome) -> None:
+            idents = meta[outcome.id]
+            if len(idents) == 1:
+                record(idents[0], outcome, outcome.value if outcome.ok else {})
+                return
+            members = outcome.value["members"] if outcome.ok else [{}] * len(idents)
+            for ident, value in zip(idents, members):
+                if ident in results:
+                    continue
+                if "error" in value:
+                    record(ident, Outcome(outcome.id, "error", error=value["error"], seconds=0.0,
+                                          worker=outcome.worker), {})
+                else:
+                    seconds = float(value.get("seconds", outcome.seconds / len(idents)))
+                    record(ident, Outcome(outcome.id, outcome.status, error=outcome.error, seconds=seconds,
+                                          worker=outcome.worker), value)
 
         timeout = self.config.evaluation.timeout or None
+        batch = max((len(ids) for ids in meta.values()), default=1)
         if jobs:
-            self.executor.run(JOB_FUNCTIONS[level], jobs, timeout=timeout, on_done=done)
+            self.executor.run(JOB_FUNCTIONS[level], jobs, timeout=timeout and timeout * batch, on_done=done)
         work["jobs"] += len(jobs)
         for key, index in wanted:
             tasks = {}
@@ -407,6 +439,16 @@ class Evolution:
         self.state.evaluations += len(results)
         self.state.failures += failures
         return failures
+
+    @staticmethod
+    def _chunks(level: str, wanted: list[tuple[str, int]], size: int) -> list[list[tuple[str, int]]]:
+        """The jobs' pairs on one task: one each, or at ``finetune`` consecutive pairs of one index, ``size`` at most."""
+        if level != "finetune" or size <= 1:
+            return [[pair] for pair in wanted]
+        by_index: dict[int, list[tuple[str, int]]] = {}
+        for pair in wanted:
+            by_index.setdefault(pair[1], []).append(pair)
+        return [pairs[i:i + size] for pairs in by_index.values() for i in range(0, len(pairs), size)]
 
     # --- loop -----------------------------------------------------------------------------------------------------
 

@@ -28,11 +28,11 @@ import torch
 
 from evoprune.baseline import BaselineSpec, DataSpec, get_baseline
 from evoprune.data import DatasetSplits, Split
-from evoprune.errors import EvopruneError
+from evoprune.errors import ConfigError, EvopruneError
 from evoprune.evolve.config import EvolutionConfig, FidelityConfig, TaskConfig
 from evoprune.evolve.cost import affordable, layer_dims
 from evoprune.expr import evaluate, parse
-from evoprune.parallel import torch_threads
+from evoprune.parallel import short_error, torch_threads
 from evoprune.prune import PruneSchedule
 from evoprune.train import TrainConfig
 
@@ -273,26 +273,131 @@ def visible_device(device: str) -> str:
     return device
 
 
+@dataclass(frozen=True)
+class FitnessBatch:
+    """``finetune`` evaluations of several formulas on one task with one seed (one evaluation round), run as one job
+    so that the candidates that prune to one architecture are fine-tuned together (population-batched)."""
+
+    formulas: tuple[str, ...]
+    task: str
+    index: int
+    seed: int
+    fidelity: str = "finetune"
+
+
 def run_fitness_job(job: FitnessJob, bundle: TaskBundle) -> dict[str, Any]:
     """The ``finetune`` fidelity: prune and fine-tune the task's model with the job's formula; returns the validation
     accuracy as ``score``, and details.
 
     Runs in a worker (any executor); raises on failure (the executor turns that into the worst fitness).
     """
-    from evoprune.prune import ChannelPruner
+    member = _evaluate_members([job.formula], bundle, job.seed)[0]
+    if isinstance(member, BaseException):
+        raise member
+    return member
 
+
+def run_finetune_job(job: FitnessJob | FitnessBatch, bundle: TaskBundle) -> dict[str, Any]:
+    """The evolution loop's ``finetune`` job: one formula (:func:`run_fitness_job`) or a batch."""
+    return run_fitness_batch(job, bundle) if isinstance(job, FitnessBatch) else run_fitness_job(job, bundle)
+
+
+def run_fitness_batch(batch: FitnessBatch, bundle: TaskBundle) -> dict[str, Any]:
+    """The ``finetune`` fidelity for every formula of the batch: ``{"members": [details | {"error": text}]}``, each
+    member's details as :func:`run_fitness_job` returns them and equal to them to float tolerance.
+
+    Every candidate is pruned by its own :class:`~evoprune.prune.ChannelPruner`; at each step the pruned models of
+    one architecture are fine-tuned as one stacked model (:func:`~evoprune.evolve.batched.train_stacked`, all with
+    the batch's seed, so they share each training batch as they would one by one). A member that fails (its scores,
+    its training) gets its error and costs the others nothing. A member's ``seconds`` is its share of the batch.
+    """
     start = time.perf_counter()
-    too_costly = affordable(parse(job.formula), bundle.layers, bundle.max_elements, bundle.max_operations)
-    if too_costly is not None:
-        raise CandidateError(f"not evaluated: the formula {too_costly}")
+    members = _evaluate_members(list(batch.formulas), bundle, batch.seed)
+    share = (time.perf_counter() - start) / max(len(members), 1)
+    return {"members": [{"error": short_error(m)} if isinstance(m, BaseException) else {**m, "seconds": share}
+                        for m in members]}
+
+
+@dataclass
+class _Member:
+    """One candidate of a batch: its pruner, its step generator, and what it waits for."""
+
+    pruner: Any
+    steps: Any
+    request: Any = None
+    outcome: dict[str, Any] | BaseException | None = None
+
+    def advance(self, sent: Any = None) -> None:
+        """Run the member to its next fine-tuning request (sending ``sent`` in: a TrainResult, or an error to raise
+        at the yield); on its end record its details, on an error the error."""
+        try:
+            if isinstance(sent, BaseException):
+                self.request = self.steps.throw(sent)
+            else:
+                self.request = self.steps.send(sent)
+            return
+        except StopIteration:
+            self.request = None
+            try:
+                self.outcome = _details(self.pruner)
+            except CandidateError as exc:
+                self.outcome = exc
+        except Exception as exc:  # this candidate's failure: scores, pruning or training
+            self.request, self.outcome = None, exc
+
+
+def _evaluate_members(formulas: list[str], bundle: TaskBundle, seed: int) -> list[dict[str, Any] | BaseException]:
+    """Prune and fine-tune the task's model with each formula; fine-tuning of equal architectures stacked."""
+    from evoprune.evolve.batched import architecture, train_stacked
+    from evoprune.prune import ChannelPruner
+    from evoprune.train import train
+
     model, splits = bundle.materialise()
-    pruner = ChannelPruner(
-        checked_metric(job.formula, bundle.nonfinite), schedule=bundle.schedule, scoring_samples=bundle.scoring_samples,
-        coupling=bundle.coupling, finetune=bundle.finetune, seed=job.seed,
-        device=visible_device(bundle.device),
-        latency_batch_sizes=(), evaluate_test=False, progress=False, copy=True,
-    )
-    pruner.prune(model, splits)
+    members = []
+    for formula in formulas:
+        try:
+            too_costly = affordable(parse(formula), bundle.layers, bundle.max_elements, bundle.max_operations)
+            if too_costly is not None:
+                raise CandidateError(f"not evaluated: the formula {too_costly}")
+            pruner = ChannelPruner(
+                checked_metric(formula, bundle.nonfinite), schedule=bundle.schedule,
+                scoring_samples=bundle.scoring_samples, coupling=bundle.coupling, finetune=bundle.finetune, seed=seed,
+                device=visible_device(bundle.device), latency_batch_sizes=(), evaluate_test=False, progress=False,
+                copy=True,
+            )
+            member = _Member(pruner, pruner.prune_steps(model, splits))
+        except Exception as exc:
+            members.append(_Member(None, None, outcome=exc))
+            continue
+        member.advance()
+        members.append(member)
+    while waiting := [m for m in members if m.request is not None]:
+        groups: dict[Any, list[_Member]] = {}
+        for m in waiting:
+            groups.setdefault(architecture(m.request.model), []).append(m)
+        for group in groups.values():
+            requests = [m.request for m in group]
+            results: list[Any] | None = None
+            if len(group) > 1:
+                try:
+                    results = train_stacked([r.model for r in requests], splits, requests[0].recipe,
+                                            seeds=[seed] * len(group), device=requests[0].device)
+                except ConfigError:  # models that do not stack: fine-tuned one by one below
+                    results = None
+            if results is None:
+                results = []
+                for r in requests:
+                    try:
+                        results.append(train(r.model, splits, r.recipe, seed=seed, device=r.device, progress=False,
+                                             description=r.description))
+                    except Exception as exc:
+                        results.append(exc)
+            for m, result in zip(group, results):
+                m.advance(result)
+    return [m.outcome for m in members]
+
+
+def _details(pruner: Any) -> dict[str, Any]:
     result = pruner.result_
     accuracy = float(result.after.val_accuracy)
     if not math.isfinite(accuracy):
@@ -302,5 +407,5 @@ def run_fitness_job(job: FitnessJob, bundle: TaskBundle) -> dict[str, Any]:
         "pruned_accuracy": float(result.steps[-1].val_accuracy_pruned) if result.steps else accuracy,
         "macs_kept": float(result.macs_kept),
         "params_kept": float(result.params_kept),
-        "seconds": time.perf_counter() - start,
+        "seconds": float(result.seconds),
     }

@@ -18,13 +18,14 @@ from evoprune.prune.export import export_onnx
 from evoprune.prune.graph import ChannelGroup, ModelGraph
 from evoprune.prune.history import replay_history
 from evoprune.prune.importance import MetricImportance, balanced_scoring_set
-from evoprune.prune.pruner import ChannelPruner, ModelStats, PruneResult, StepRecord
+from evoprune.prune.pruner import ChannelPruner, FinetuneRequest, ModelStats, PruneResult, StepRecord
 from evoprune.prune.schedule import PRESETS, PresetSchedule, PruneSchedule, get_preset, resolve
 
 __all__ = [
     "PRESETS",
     "ChannelGroup",
     "ChannelPruner",
+    "FinetuneRequest",
     "MetricImportance",
     "ModelGraph",
     "ModelStats",

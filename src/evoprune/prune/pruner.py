@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import copy
 import time
-from collections.abc import Sequence
+from collections.abc import Generator, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -27,7 +27,7 @@ from evoprune.prune.graph import ChannelGroup, ModelGraph, matches
 from evoprune.prune.importance import Coupling, MetricImportance, resolve_scorer
 from evoprune.prune.schedule import PresetSchedule, PruneSchedule, ResolvedSchedule, get_preset, resolve
 from evoprune.prune.selection import select_global, select_local
-from evoprune.train import TrainConfig, evaluate, get_train_preset, train
+from evoprune.train import TrainConfig, TrainResult, evaluate, get_train_preset, train
 
 
 @dataclass
@@ -40,6 +40,16 @@ class ModelStats:
     val_accuracy: float | None = None
     test_accuracy: float | None = None
     latency_ms: dict[int, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class FinetuneRequest:
+    """A pruned model that :meth:`ChannelPruner.prune_steps` needs fine-tuned (in place) before its next step."""
+
+    model: nn.Module
+    recipe: TrainConfig
+    device: torch.device
+    description: str
 
 
 @dataclass
@@ -153,6 +163,26 @@ class ChannelPruner:
 
     def prune(self, model: nn.Module, data: DatasetSplits, *, prior_history: list[list[Any]] | None = None) -> ChannelPruner:
         """Prune ``model`` (a copy unless ``copy=False``) on ``data``; results in ``model_``, ``result_`` and co."""
+        steps = self.prune_steps(model, data, prior_history=prior_history)
+        request = next(steps, None)
+        while request is not None:
+            result = train(request.model, data, request.recipe, seed=self.seed, device=request.device,
+                           progress=self.progress, description=request.description)
+            try:
+                request = steps.send(result)
+            except StopIteration:
+                break
+        return self
+
+    def prune_steps(self, model: nn.Module, data: DatasetSplits, *,
+                    prior_history: list[list[Any]] | None = None) -> Generator[FinetuneRequest, TrainResult, None]:
+        """:meth:`prune` with its fine-tuning handed out: yields a :class:`FinetuneRequest` whenever a step's pruned
+        model needs ``train.train(request.model, data, request.recipe, seed=self.seed)`` and takes its TrainResult
+        back (``throw`` a TrainingError into it to fail); the results are set when it is exhausted.
+
+        Why: a caller pruning many models to one architecture in lockstep (population-batched fine-tuning in
+        evolution) trains them together and feeds each its own result; :meth:`prune` simply trains each request.
+        """
         start = time.perf_counter()
         scorer = resolve_scorer(self.metric)  # an unknown metric fails before any work
         device = resolve_device(self.device)
@@ -183,8 +213,9 @@ class ChannelPruner:
             solved = self._solve_ratio(graph, schedule, importance, example, before.macs)
             schedule = schedule.replace(ratio=solved)
             resolved = resolve(schedule, groups, graph.all_groups())
-        steps = [self._step(k, graph, schedule, resolved, importance, data, finetune, device)
-                 for k in range(schedule.steps)]
+        steps = []
+        for k in range(schedule.steps):
+            steps.append((yield from self._step(k, graph, schedule, resolved, importance, data, finetune, device)))
         after = self._stats(model, data, example, graph.prunable_groups(schedule.ignore))
         self.model_ = model
         self.importance_ = importance
@@ -196,14 +227,13 @@ class ChannelPruner:
             finetune=finetune.to_dict() if finetune is not None else None,
             scoring_samples=len(importance.y), seconds=time.perf_counter() - start,
         )
-        return self
 
     # --- steps ----------------------------------------------------------------------------------------------------
 
     def _step(
         self, k: int, graph: ModelGraph, schedule: PruneSchedule, resolved: ResolvedSchedule,
         importance: MetricImportance, data: DatasetSplits, finetune: TrainConfig | None, device: torch.device,
-    ) -> StepRecord:
+    ) -> Generator[FinetuneRequest, TrainResult, StepRecord]:
         start = time.perf_counter()
         groups = {g.name: g for g in graph.prunable_groups(schedule.ignore)}
         counts = {name: per_step[k] for name, per_step in resolved.removals.items()}
@@ -216,8 +246,7 @@ class ChannelPruner:
         pruned_val = evaluate(model, data.val.x, data.val.y).accuracy
         val, epochs, best_epoch = pruned_val, 0, 0
         if finetune is not None and finetune.epochs > 0 and plan:
-            result = train(model, data, finetune, seed=self.seed, device=device, progress=self.progress,
-                           description=f"fine-tune step {k + 1}/{schedule.steps}")
+            result = yield FinetuneRequest(model, finetune, device, f"fine-tune step {k + 1}/{schedule.steps}")
             val, epochs, best_epoch = result.best_val_accuracy, finetune.epochs, result.best_epoch
         macs, params = count_macs_params(model, graph.example_inputs)
         return StepRecord(
