@@ -19,7 +19,7 @@ from evoprune.expr import (
     sanitize_scores,
     to_prefix,
 )
-from evoprune.expr.nodes import Const, Var
+from evoprune.expr.nodes import Call, Const, Var
 from evoprune.metrics import LayerData, Metric
 from test_expr_primitives import NP_OPS
 
@@ -282,3 +282,28 @@ def test_prefix_of_generated_trees_reparses():
     for _ in range(50):
         tree = from_deap(gp.genGrow(pset, 1, 5))
         assert parse(to_prefix(tree)) == tree
+
+
+def test_kernel_only_values_are_reused_for_the_same_weight_and_never_read_stale() -> None:
+    """geo_median(W) is kept per weight tensor: a second candidate on the same layer reads it back; a weight changed
+    in place (fine-tuning) or a new tensor with the same values gets a fresh one."""
+    from evoprune.expr.interpreter import _KernelValues
+
+    g = torch.Generator().manual_seed(0)
+    feats, labels = torch.randn(12, 5, 4, generator=g), torch.arange(12) % 3
+    weight = torch.randn(5, 6, generator=g, dtype=torch.float64)
+    tree = parse("mul(g_mean(P), sum(sub(WI, geo_median(W))))")
+    first = evaluate(tree, features=feats, labels=labels, weight=weight)
+    store = _KernelValues.of(weight, torch.float64, weight.device)
+    assert any(isinstance(n, Call) and n.op == "geo_median" for n in store)
+    for node in store:
+        store[node] = torch.zeros_like(store[node])  # what the cache holds is what is used
+    assert not torch.equal(evaluate(tree, features=feats, labels=labels, weight=weight), first)
+    fresh = weight.clone()
+    assert torch.equal(evaluate(tree, features=feats, labels=labels, weight=fresh), first)
+    weight.mul_(1.0)  # an in-place change (here of nothing) moves the version: the kept value is dropped
+    assert torch.equal(evaluate(tree, features=feats, labels=labels, weight=weight), first)
+    with torch.no_grad():
+        weight.add_(0.5 * torch.randn(5, 6, generator=g, dtype=torch.float64))
+    assert torch.equal(evaluate(tree, features=feats, labels=labels, weight=weight),
+                       evaluate(tree, features=feats, labels=labels, weight=weight.clone()))

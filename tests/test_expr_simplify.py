@@ -85,6 +85,14 @@ PROPERTY = settings(max_examples=100, deadline=None, suppress_health_check=[Heal
     ("abs(geo_median(rho1(sub(W, N))))", "abs(rho1(sub(geo_median(W), N)))"),  # a ridge is a shift too
     ("var(rho5(P))", "var(P)"),
     ("g_mean(rho5(P))", "rho5(g_mean(P))"),
+    # scalar terms of a sum at any depth leave a spread; a scalar factor is multiplied last (no class broadcast)
+    ("var(sub(mean(W), add(N, WI)))", "mul(var(sub(mean(W), WI)), div(N, N))"),
+    ("std(sub(N, add(WI, g_mean(P))))", "mul(std(WI), div(N, N))"),  # only a negated term is left: sign dropped
+    ("mul(mul(g_mean(P), WI), sqrt(WI))", "mul(g_mean(P), mul(WI, sqrt(WI)))"),
+    ("mul(WI, mul(WI, var(Q)))", "mul(var(Q), mul(WI, WI))"),
+    ("div(mul(WI, N), rho5(WI))", "mul(N, div(WI, rho5(WI)))"),
+    ("sum(mul(mul(g_mean(P), WI), WI))", "mul(g_mean(P), sum(mul(WI, WI)))"),  # then out of a reduction whole
+    ("sum(sub(mul(N, WI), pow2(WI)))", "sub(mul(N, sum(WI)), sum(pow2(WI)))"),  # a sum of same-shape terms splits
     # a tree that loses its per-class operands keeps its sum over the classes
     ("add(sum(WI), sub(N, N))", "mul(sum(WI), div(N, N))"),
 ])
@@ -106,6 +114,7 @@ def test_rules(formula: str, expected: str) -> None:
     "sum(add(WI, N))",  # = sum(WI) + K·N: no cheaper
     "sum(rho1(WI))",
     "var(div(WI, N))",  # var(WI) / N² would differ where N² underflows; kept
+    "div(WI, mul(N, WI))",  # a scalar in the denominator stays: protected division by its zeros
 ])
 def test_inexact_identities_are_kept(formula: str) -> None:
     tree = parse(formula)

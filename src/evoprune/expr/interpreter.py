@@ -12,7 +12,10 @@ for every channel k, as one tensor ``[C]``. Two strategies, chosen per tree:
   channels and loops over classes, computing class-independent subtrees only once.
 
 The tree is simplified first (:mod:`evoprune.expr.simplify`: exact rules, the same scores), so dead weight such
-as a zero term that does matrix work on ``P`` neither costs time nor forces the materialised strategy.
+as a zero term that does matrix work on ``P`` neither costs time nor forces the materialised strategy; the score's
+final sum over the root's entries is written as ``sum(root)`` first, so the rules take scalar factors out of it.
+Costly subtrees of the kernel ``W`` alone (``geo_median(W)``) are kept per weight tensor while it is unchanged
+(:class:`_KernelValues`): evolution scores thousands of candidates on the same layers.
 
 Trees that use no per-class operand (``P``, ``Q``, ``N``, ``mP``, ``mQ``) are evaluated once, without the
 class sum: it would only multiply every channel's score by the number of classes. Identical subtrees
@@ -26,6 +29,7 @@ by :mod:`evoprune.expr.memory` from the tree's symbolic shapes and the layer's s
 from __future__ import annotations
 
 import math
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property, lru_cache
@@ -54,6 +58,7 @@ class TreeInfo:
     uses_maps: bool  # uses any feature-map operand
     uses_weight: bool  # uses WI or W
     needs_features: bool  # applies a non-moment operation to P, Q or X (needs raw feature maps)
+    kernel_only: frozenset[Node] = frozenset()  # costly subtrees of W and constants alone (see _KernelValues)
 
 
 @lru_cache(maxsize=512)
@@ -63,6 +68,8 @@ def _prepared(tree: Node, simplify: bool) -> tuple[Node, dict[Node, Shape], Tree
     shapes = infer_all(tree)  # positioned errors refer to the tree as written
     if simplify:
         tree = simplified(tree)
+        if infer_all(tree)[tree].rank > 0:  # the score sums the root's entries: said as sum(), the rules take
+            tree = simplified(Call("sum", (tree,)))  # scalar factors and sums of terms out of that final sum too
         shapes = infer_all(tree)
     return tree, shapes, _analyse(tree, shapes)
 
@@ -82,13 +89,50 @@ def _analyse(tree: Node, shapes: dict[Node, Shape]) -> TreeInfo:
                     raw = True
     if isinstance(tree, Var) and tree.name in SAMPLE_MATRICES:
         raw = True
+    kernel_only = frozenset(
+        n for n in walk(tree) if isinstance(n, Call) and any(isinstance(m, Call) and m.op in _COSTLY for m in walk(n))
+        and {v.name for v in walk(n) if isinstance(v, Var)} == {"W"})
     return TreeInfo(
         shape=shapes[tree],
         label_aware=bool(names & CLASS_OPERANDS),
         uses_maps=bool(names & MAP_OPERANDS),
         uses_weight=bool(names & {"WI", "W"}),
         needs_features=raw,
+        kernel_only=kernel_only,
     )
+
+
+#: Primitives whose value on the whole kernel costs far more than reading it (``geo_median``: all pairwise
+#: distances between the filters; products and inverses of kernel matrices).
+_COSTLY = frozenset({"geo_median", "mmul", "out_dot", "m_inv"})
+
+
+class _KernelValues:
+    """Values of costly subtrees of the kernel ``W`` alone, kept per weight tensor while it lives and is unchanged.
+
+    Why: such a value is the same for every channel block, class and candidate that scores the layer, and
+    evolution scores thousands of candidates on the same unchanged layers (``geo_median(W)`` alone was a third of
+    its children's scoring time). Entries are keyed by the tensor object (weakly: a freed tensor drops them) and
+    dropped when its in-place version counter moves (fine-tuning), so a changed weight is never read stale.
+    """
+
+    _stores: dict[int, tuple[weakref.ref, tuple[int, torch.dtype, str], dict[Node, Tensor]]] = {}
+    MAX_ENTRIES = 32  # per weight tensor, oldest dropped first; a value is kept only if it is no larger than W
+
+    @classmethod
+    def of(cls, weight: Tensor, dtype: torch.dtype, device) -> dict[Node, Tensor]:
+        key = (weight._version, dtype, str(device))
+        entry = cls._stores.get(id(weight))
+        if entry is None or entry[0]() is not weight or entry[1] != key:
+            entry = cls._stores[id(weight)] = (weakref.ref(weight, cls._forget(id(weight))), key, {})
+        return entry[2]
+
+    @classmethod
+    def _forget(cls, ident: int) -> Callable[[weakref.ref], None]:
+        def forget(ref: weakref.ref) -> None:  # only this tensor's entry: its id may have been reused since
+            if cls._stores.get(ident, (None,))[0] is ref:
+                del cls._stores[ident]
+        return forget
 
 
 BLOCK_ELEMENTS = 1 << 16  # float64 elements of a [channels, classes, D] value per evaluation block (512 KiB)
@@ -142,11 +186,12 @@ class _Evaluator:
     """
 
     def __init__(self, shapes: dict[Node, Shape], env: dict[str, object], dtype, device, *,
-                 release: bool = False) -> None:
+                 release: bool = False, kernel: tuple[frozenset[Node], dict[Node, Tensor], int] | None = None) -> None:
         self.shapes = shapes
         self.env = env
         self.dtype = dtype
         self.device = device
+        self.kernel = kernel  # (cacheable nodes, the weight's store, the weight's size) or None
         self.memo: dict[Node, object] = {}
         self.uses: dict[Node, int] | None = None
         if release:  # parent references per distinct subtree (each distinct parent is computed once)
@@ -180,11 +225,20 @@ class _Evaluator:
                     self.memo[node] = out
                     self._used(node.args)
                     return out
+            kept = self.kernel[1].get(node) if self.kernel is not None and node in self.kernel[0] else None
+            if kept is not None:
+                self.memo[node] = kept
+                return kept
             args = [self.value(a) for a in node.args]
             spec = PRIMITIVES[node.op]
             out = spec.apply(args, [self.shapes[a] for a in node.args], self.shapes[node])
             del args
             self._used(node.args)
+            if self.kernel is not None and node in self.kernel[0] and out.numel() <= self.kernel[2]:
+                store = self.kernel[1]
+                if len(store) >= _KernelValues.MAX_ENTRIES:
+                    del store[next(iter(store))]
+                store[node] = out
         self.memo[node] = out
         return out
 
@@ -248,10 +302,13 @@ def evaluate(
         env["W"] = w[None, None]
         fan_in = w.shape[1]
     budget = _Budget(tree, shapes, info, c, fan_in, dtype, layer)
+    kernel = None
+    if info.kernel_only and weight is not None:
+        kernel = (info.kernel_only, _KernelValues.of(weight, dtype, device), weight.numel())
     if not info.uses_maps:
         step = budget.block(samples=1, positions=1, classes=1, materialised=False)
         return _in_blocks(c, step, lambda sl: _evaluate_weights(tree, shapes, info, _sliced(env, sl), sl, dtype,
-                                                                device), dtype, device)
+                                                                device, kernel), dtype, device)
     materialise = info.needs_features or strategy == "materialised"
     if materialise and features is None:
         raise ValueError("this formula applies matrix operations to P/Q/X: the layer's raw feature maps "
@@ -263,12 +320,12 @@ def evaluate(
         flat = features.detach().reshape(n, c, -1)
         step = budget.block(samples=n, positions=flat.shape[2], classes=1, materialised=True)
         return _in_blocks(c, step, lambda sl: _evaluate_materialised(
-            tree, shapes, info, _sliced(env, sl), flat[:, sl], labels, dtype, device), dtype, device)
+            tree, shapes, info, _sliced(env, sl), flat[:, sl], labels, dtype, device, kernel), dtype, device)
     if stats is None:
         if features is None:
             raise ValueError("this formula uses feature maps: give stats or features")
         stats = ClassStats.from_features(features, labels if info.label_aware else None)
-    return _evaluate_moments(tree, shapes, info, env, stats, dtype, c, budget)
+    return _evaluate_moments(tree, shapes, info, env, stats, dtype, c, budget, kernel)
 
 
 class _Budget:
@@ -321,12 +378,13 @@ def _in_blocks(c: int, step: int, run: Callable[[slice], Tensor], dtype: torch.d
     return out[0] if len(out) == 1 else torch.cat(out)
 
 
-def _evaluate_weights(tree, shapes, info: TreeInfo, env, sl: slice, dtype, device) -> Tensor:
-    ev = _Evaluator(shapes, env, dtype, device)
+def _evaluate_weights(tree, shapes, info: TreeInfo, env, sl: slice, dtype, device, kernel) -> Tensor:
+    ev = _Evaluator(shapes, env, dtype, device, kernel=kernel)
     return _reduce(ev.value(tree), info.shape).sum(1).expand(sl.stop - sl.start).clone()
 
 
-def _evaluate_moments(tree, shapes, info: TreeInfo, env, stats: ClassStats, dtype, c: int, budget: _Budget) -> Tensor:
+def _evaluate_moments(tree, shapes, info: TreeInfo, env, stats: ClassStats, dtype, c: int, budget: _Budget,
+                      kernel) -> Tensor:
     st = stats.present()
     d, classes = st.positions, st.count.shape[0]
     cnt = st.count.to(dtype)[None, :]  # [1, L]
@@ -341,10 +399,10 @@ def _evaluate_moments(tree, shapes, info: TreeInfo, env, stats: ClassStats, dtyp
     step = min(max(1, BLOCK_ELEMENTS // (classes * d)),
                budget.block(samples=int(st.count.sum()), positions=d, classes=classes, materialised=False))
     return _in_blocks(c, step, lambda sl: _moments_block(tree, shapes, info, _sliced(env, sl), cnt, s1[sl], s2[sl],
-                                                         pos[sl], d, sl.stop - sl.start), dtype, cnt.device)
+                                                         pos[sl], d, sl.stop - sl.start, kernel), dtype, cnt.device)
 
 
-def _moments_block(tree, shapes, info: TreeInfo, env, cnt, s1, s2, pos, d: int, c: int) -> Tensor:
+def _moments_block(tree, shapes, info: TreeInfo, env, cnt, s1, s2, pos, d: int, c: int, kernel) -> Tensor:
     xm = _Moments(cnt.sum(1, keepdim=True), s1.sum(1, keepdim=True), s2.sum(1, keepdim=True), d,
                   lambda: pos.sum(1, keepdim=True))
     factories: dict[str, Callable[[], object]] = {"X": lambda: xm, "mX": lambda: xm.reduce("mean")}
@@ -353,7 +411,7 @@ def _moments_block(tree, shapes, info: TreeInfo, env, cnt, s1, s2, pos, d: int, 
         qm = _Moments(xm.n - cnt, xm.s1 - s1, xm.s2 - s2, d, lambda: xm.pos - pos)
         factories.update(P=lambda: pm, Q=lambda: qm, N=lambda: cnt, mP=lambda: pm.reduce("mean"),
                          mQ=lambda: qm.reduce("mean"))
-    ev = _Evaluator(shapes, _LazyEnv(env, factories), cnt.dtype, cnt.device, release=True)
+    ev = _Evaluator(shapes, _LazyEnv(env, factories), cnt.dtype, cnt.device, release=True, kernel=kernel)
     out = ev.value(tree)
     if isinstance(out, _Moments):  # impossible for a typed tree: a bare P/Q/X is "needs_features"
         raise FormulaError("internal: a moment view reached the root")
@@ -363,7 +421,8 @@ def _moments_block(tree, shapes, info: TreeInfo, env, cnt, s1, s2, pos, d: int, 
     return per_class.sum(1).expand(c).clone()
 
 
-def _evaluate_materialised(tree, shapes, info: TreeInfo, env, features: Tensor, labels, dtype, device) -> Tensor:
+def _evaluate_materialised(tree, shapes, info: TreeInfo, env, features: Tensor, labels, dtype, device,
+                           kernel) -> Tensor:
     """``features``: ``[N, c, D]``, the block's channels.
 
     Per class the raw maps of P and Q are sliced only when a node needs them raw; ``g_mean``/``sum``/``var``/``std``
@@ -377,7 +436,7 @@ def _evaluate_materialised(tree, shapes, info: TreeInfo, env, features: Tensor, 
     class_nodes = {node for node in walk(tree) if any(isinstance(v, Var) and v.name in CLASS_OPERANDS
                                                          for v in walk(node))}
     if not info.label_aware:
-        ev = _Evaluator(shapes, env, dtype, device)
+        ev = _Evaluator(shapes, env, dtype, device, kernel=kernel)
         return _reduce(ev.value(tree), info.shape).sum(1).expand(c).clone()
     y = labels.to(device)
     classes = torch.unique(y)
@@ -390,7 +449,7 @@ def _evaluate_materialised(tree, shapes, info: TreeInfo, env, features: Tensor, 
         all_sum, all_sq = row_sum.sum(1, keepdim=True), row_sq.sum(1, keepdim=True)
         counts, d = onehot.sum(1), x.shape[2]
     lazy = _LazyEnv(env, {})
-    ev = _Evaluator(shapes, lazy, dtype, device)
+    ev = _Evaluator(shapes, lazy, dtype, device, kernel=kernel)
     total = torch.zeros(c, dtype=dtype, device=device)
     for i, cls in enumerate(classes):
         mask = y == cls

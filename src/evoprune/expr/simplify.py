@@ -35,6 +35,12 @@ before; only the root may become the scalar ``0`` when its value is all zeros (i
   constant channel a variance of exactly 0 (as a two-pass variance does; see the interpreter), and
   ``geo_median`` breaks near-ties towards the first row (see the primitive), so a medoid does not move when its
   filters are scaled.
+  Three more, exact in real arithmetic too, carry a scalar further: ``var``/``std`` drop the scalar terms of a sum
+  at any depth (``var(a − (N + WI)) = var(a − WI)``; a sum left with only negated terms loses its sign); a
+  product ``(s·a)·y`` (or ``y·(s·a)``, ``(s·a)/y``) of non-scalar ``a``, ``y`` becomes ``s·(a·y)``, so the often
+  class-independent ``a·y`` is not broadcast over the classes and a reduction above takes ``s`` out whole; and
+  ``sum`` of a sum or difference of same-shape terms is the sum or difference of their sums. The interpreter also
+  writes the score's final sum over the root's entries as ``sum(root)`` before simplifying, so these rules reach it.
 
 **Convention.** Rules that remove a subtree (a zero factor, ``x − x``, ``var`` of a scalar, ``x / x``) assume
 that subtree's values are finite: in the interpreter ``0 · inf`` is NaN, and a NaN score ranks as −inf. A
@@ -152,11 +158,65 @@ class _Rules:
             return args[1]
         if op == "div" and a == args[1] and out.rank == 0 and self.sign(a) == _POSITIVE:
             return self._built(ONE, SCALAR)
+        if op in ("mul", "div") and out.rank > 0:
+            hoisted = self._hoist_scalar(op, args)
+            if hoisted is not None:
+                return hoisted
+        if op == "sum" and isinstance(a, Call) and a.op in ("add", "sub") and all(
+                self.shape[x] == shapes[0] for x in a.args):  # sum(x ± y) = sum(x) ± sum(y), no broadcasting
+            return self.call(a.op, tuple(self.call("sum", (x,)) for x in a.args))
+        if op in ("var", "std") and isinstance(a, Call) and a.op in ("add", "sub") and shapes[0].rank > 0:
+            spread = self._without_scalar_terms(a)
+            if spread is not None:
+                return self.call(op, (spread,))
         if op in _SCALAR_OUT_OF and isinstance(a, Call) and shapes[0].rank > 0:
             if a.op in ("add", "sub", "mul"):
                 return self._scalar_out_of(op, a)
             if a.op in ("rho1", "rho5"):  # a ridge is a constant shift
                 return self._shift_out_of(op, a.op, a.args[0])
+        return None
+
+    def _terms(self, n: Node, sign: int, out: list[tuple[int, Node]]) -> None:
+        """The signed terms of a nest of ``add``/``sub`` (a spread's argument, read as a flat sum)."""
+        if isinstance(n, Call) and n.op in ("add", "sub"):
+            self._terms(n.args[0], sign, out)
+            self._terms(n.args[1], sign if n.op == "add" else -sign, out)
+        else:
+            out.append((sign, n))
+
+    def _without_scalar_terms(self, total: Call) -> Node | None:
+        """``total`` (a sum of terms at any depth) without its scalar terms, which shift every entry alike, so its
+        ``var``/``std`` is unchanged (and its sign, which they ignore, may flip); None if there is none to drop
+        or nothing else would remain."""
+        terms: list[tuple[int, Node]] = []
+        self._terms(total, 1, terms)
+        kept = [(sign, t) for sign, t in terms if self.shape[t].rank > 0]
+        if len(kept) == len(terms) or not kept:
+            return None
+        if all(sign < 0 for sign, _ in kept):
+            kept = [(1, t) for _, t in kept]
+        kept.sort(key=lambda st: -st[0])  # a positive term first
+        out = kept[0][1]
+        for sign, t in kept[1:]:
+            out = self.call("add" if sign > 0 else "sub", (out, t))
+        return out
+
+    def _hoist_scalar(self, op: str, args: tuple[Node, ...]) -> Node | None:
+        """``(s·a)·y``, ``y·(s·a)`` and ``(s·a)/y`` as ``s·(a·y)``, ``s·(y·a)``, ``s·(a/y)``, for a scalar ``s`` and
+        non-scalar ``a``, ``y``: the scalar (often per class) multiplies the product last, so ``a·y`` (often the
+        same for every class) is not broadcast over the classes, and a reduction above takes ``s`` out whole."""
+        for i, x in enumerate(args):
+            if i == 1 and op == "div":
+                break
+            other = args[1 - i]
+            if not (isinstance(x, Call) and x.op == "mul" and self.shape[other].rank > 0):
+                continue
+            scalar = [self.shape[f].rank == 0 for f in x.args]
+            if scalar[0] == scalar[1]:
+                continue
+            s, a = x.args if scalar[0] else x.args[::-1]
+            rest = self.call(op, (a, other) if i == 0 else (other, a))
+            return self.call("mul", (s, rest))
         return None
 
     def _shift_out_of(self, op: str, ridge: str, x: Node) -> Node | None:
