@@ -4,10 +4,10 @@ seeds, next to reference functions, on the run's own tasks and validation data (
     python benchmarks/evolve_finalists.py runs/evolve-cpu-s0 --top 8 --seeds 3 --workers 2
 
 The run picked its hall of fame with the seeds it also selected on, so its best fitness is biased upward (the
-winner's curse). Here every finalist, and every reference (the best seed function, ``eq3``, ``EP_Func1``), is
-pruned and fine-tuned again with ``--seeds`` seeds the run never used, per task; fitness is the run's combination
-(the weighted geometric mean of validation accuracies) of the per-task means. The finalist with the best fresh
-fitness is the one to add to the library. Writes ``benchmarks/results/evolve_<preset>_finalists.{json,md}``.
+winner's curse). Here every finalist, and every reference (the best seed function, ``eq3``, the library's evolved
+``EP_Func1`` and ``EP_Func2``), is pruned and fine-tuned again with ``--seeds`` seeds the run never used, per task;
+fitness is the run's combination (the weighted geometric mean of validation accuracies) of the per-task means. The
+finalist with the best fresh fitness is the one to add to the library. Writes ``benchmarks/results/evolve_<preset>_finalists.{json,md}``.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from evoprune.expr import parse, to_infix
 from evoprune.metrics import get_metric
 from evoprune.parallel import Job, ProcessExecutor
 
-REFERENCES = ("eq3", "EP_Func1")
+REFERENCES = ("eq3", "EP_Func1", "EP_Func2")
 
 
 def candidates(run_dir: Path, top: int) -> list[dict[str, Any]]:
