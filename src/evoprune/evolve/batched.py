@@ -15,7 +15,9 @@ at every layer and run contiguous grouped convolutions, 1.5–2× *slower* per m
 Each member reproduces ``train.train(model, data, recipe, seed=seed)`` to float tolerance (tested):
 
 - **Batches.** Every member draws its own permutation and augmentation from its own ``torch.Generator(seed)``, in
-  the order ``train.train`` draws them, so members with different seeds see different batches.
+  the order ``train.train`` draws them, so members with different seeds see different batches. Members with one
+  seed (evolution's case) draw the same batches, so each batch is drawn and passed once: the first convolution
+  reads it as one dense convolution with K·C' outputs (channels-last from there on), when the check below passes.
 - **Gradients and optimiser.** The step minimises the *sum* of the members' mean losses, so each member's gradient
   is exactly its own (a mean would scale it by 1/K). One optimiser owns the stacked tensors; SGD (momentum,
   Nesterov, weight decay), Adam and AdamW keep element-wise state, so each member's slice follows exactly the
