@@ -64,8 +64,8 @@ from evoprune.parallel import Executor, Job, Outcome, make_executor, torch_threa
 
 # Imported by each local worker process at start-up, while the main process pretrains (torch._dynamo: the first
 # optimizer a process builds imports it, about 2 s).
-WORKER_PRELOAD = ("torch._dynamo", "evoprune.evolve.fitness", "evoprune.evolve.batched", "evoprune.evolve.screen", "evoprune.prune",
-                  "evoprune.metrics")
+WORKER_PRELOAD = ("torch._dynamo", "evoprune.evolve.fitness", "evoprune.evolve.batched", "evoprune.evolve.screen",
+                  "evoprune.prune", "evoprune.metrics")
 
 #: Evaluation settings that never change a result, so results.json leaves them out of its config.
 EXECUTION_KEYS = ("executor", "workers", "address", "gpus_per_task")
