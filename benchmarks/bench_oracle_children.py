@@ -8,6 +8,7 @@ is measured on the run's own children: ``--formulas`` distinct formulas drawn (f
 at the ``oracle`` fidelity from generation ``--min-generation`` on, failures included. Each is scored on every task
 of the run with its cached oracle and layer data, in this one process with 1 torch thread, timing CPU seconds (on a
 shared machine wall time measures the neighbours). A candidate is one formula on all tasks, as in the run.
+``--screen-dtype float32`` scores in single precision (``fidelity.screen_dtype``) instead of the run's setting.
 ``--label`` names the code measured (the current checkout, or an older one put first on ``PYTHONPATH``): each label
 is a row of ``benchmarks/results/oracle_children.{json,md}``, so two checkouts can be compared on the same sample.
 """
@@ -30,7 +31,7 @@ import evoprune
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import RESULTS, write_results
 from evoprune.device import machine
-from evoprune.evolve import config_from_dict
+from evoprune.evolve import config_from_dict, with_overrides
 from evoprune.evolve.fitness import FitnessJob, prepare_task
 from evoprune.evolve.screen import run_oracle_job
 
@@ -45,8 +46,10 @@ def sample(run_dir: Path, count: int, min_generation: int) -> list[str]:
     return keys[:count]
 
 
-def measure(run_dir: Path, keys: list[str]) -> dict[str, Any]:
+def measure(run_dir: Path, keys: list[str], screen_dtype: str | None = None) -> dict[str, Any]:
     config = config_from_dict(json.loads((run_dir / "config.json").read_text()), source=str(run_dir))
+    if screen_dtype is not None:
+        config = with_overrides(config, {"fidelity.screen_dtype": screen_dtype})
     tasks: dict[str, Any] = {}
     for task in config.tasks:
         bundle = prepare_task(task, config, run_dir / "models", oracle_dir=run_dir / "oracle").bundle
@@ -102,13 +105,15 @@ def main() -> None:
     parser.add_argument("--formulas", type=int, default=300)
     parser.add_argument("--min-generation", type=int, default=10)
     parser.add_argument("--label", default="current")
+    parser.add_argument("--screen-dtype", choices=("float64", "float32"), default=None,
+                        help="score in this precision instead of the run's fidelity.screen_dtype")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     torch.set_num_threads(1)
     keys = sample(args.run_dir, args.formulas, args.min_generation)
     start = time.perf_counter()
     load = os.getloadavg()[0]
-    row = {**measure(args.run_dir, keys), "code": str(Path(evoprune.__file__).resolve().parent),
+    row = {**measure(args.run_dir, keys, args.screen_dtype), "code": str(Path(evoprune.__file__).resolve().parent),
            "machine": machine(), "wall_s": time.perf_counter() - start,
            "load_average": (load + os.getloadavg()[0]) / 2}
     path = args.out / f"{NAME}.json"

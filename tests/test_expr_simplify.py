@@ -264,17 +264,18 @@ def test_convention_a_removed_term_that_overflows_no_longer_makes_the_score_minu
 # ----------------------------------------------------------------------------- what the scalar rules rely on
 
 
-def test_a_constant_channel_has_variance_exactly_zero_on_the_moment_path() -> None:
-    """E[x²] − E[x]² leaves a residue of about 1e-15 of the mean square on a constant channel; a protected
-    division by that residue would score the channel 1e15 instead of 0, and var(P + s) = var(P) would change
-    a score. The moment path returns the 0 a two-pass variance gives."""
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_a_constant_channel_has_variance_exactly_zero_on_the_moment_path(dtype: torch.dtype) -> None:
+    """E[x²] − E[x]² leaves a residue of about 1e-15 of the mean square on a constant channel (1e-7 in float32); a
+    protected division by that residue would score the channel 1e15 instead of 0, and var(P + s) = var(P) would
+    change a score. The moment path returns the 0 a two-pass variance gives."""
     feats = torch.full((40, 3, 7), 0.7, dtype=torch.float64)
     feats[:, 2] += torch.linspace(0, 1, 40, dtype=torch.float64)[:, None]  # a channel with spread
     layer = {"features": feats, "labels": torch.arange(40) % 4, "weight": torch.ones(3, 2, dtype=torch.float64)}
     for formula in ("var(P)", "div(g_mean(P), var(P))", "div(g_mean(Q), std(Q))"):
-        moments = evaluate(parse(formula), **layer, strategy="moments")
+        moments = evaluate(parse(formula), **layer, strategy="moments", dtype=dtype)
         assert moments[0] == 0.0 and moments[1] == 0.0 and moments[2] != 0.0, formula
-        torch.testing.assert_close(moments, evaluate(parse(formula), **layer, strategy="materialised"))
+        torch.testing.assert_close(moments, evaluate(parse(formula), **layer, strategy="materialised", dtype=dtype))
 
 
 @pytest.mark.parametrize("scale", [1.0, 3.0, -0.37, 1e-3])

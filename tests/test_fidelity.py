@@ -51,6 +51,7 @@ def multi(tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, Path]:
     ({"fidelity.levels": ["oracle", "finetune"], "fidelity.promote": [0.0]}, "in (0, 1]"),
     ({"fidelity.levels": ["exact"]}, "fidelity.levels"),
     ({"fidelity.recal_ratios": [1.0]}, "recal_ratios"),
+    ({"fidelity.screen_dtype": "float16"}, "screen_dtype"),
     ({"fidelity.levels": ["oracle"], "evolution.reevaluate_elites": True}, "reevaluate_elites"),
 ])
 def test_bad_fidelity_settings_are_one_error_naming_the_key(changes: dict[str, Any], words: str) -> None:
@@ -190,6 +191,17 @@ def test_the_oracle_fidelity_equals_a_direct_computation(bundle: Any, formula: s
         if np.isfinite(values).all() and len(np.unique(values)) == len(values):
             rho = scipy_stats.spearmanr(values, oracle.increase[g].numpy()).statistic
             assert spearman(values, oracle.increase[g].numpy()) == pytest.approx(rho, abs=1e-12)
+
+
+@pytest.mark.parametrize("formula", ["sum(abs(WI))", "div(var(P), rho5(var(Q)))", "std(sub(abs(Q), mX))"])
+def test_a_float32_screen_scores_close_to_float64(bundle: Any, formula: str) -> None:
+    """``fidelity.screen_dtype = "float32"``: the same oracle fitness up to rounding of near-tied channels."""
+    from dataclasses import replace
+
+    single = replace(bundle, fidelity=replace(bundle.fidelity, screen_dtype="float32"), worker_state={})
+    want = run_oracle_job(FitnessJob(formula, bundle.name, 0, 0, "oracle"), bundle)["score"]
+    got = run_oracle_job(FitnessJob(formula, bundle.name, 0, 0, "oracle"), single)["score"]
+    assert got == pytest.approx(want, abs=0.02)
 
 
 def test_the_recal_fidelity_with_ratios_equals_prune_recalibrate_evaluate(bundle: Any) -> None:

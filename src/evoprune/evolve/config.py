@@ -240,7 +240,10 @@ class FidelityConfig:
 
     At ``oracle`` and ``recal`` a formula is scored from moments of the task's whole scoring set; the few whose
     simplified form reads raw feature maps (ten to a hundred times slower) see a class-balanced subset of
-    ``feature_samples`` of those images instead, which bounds a screen's cost and memory.
+    ``feature_samples`` of those images instead, which bounds a screen's cost and memory. ``screen_dtype`` is the
+    precision they evaluate formulas in: ``float32`` halves the memory traffic of the weight- and map-sized values
+    GP children compute (about 1.3× faster on them, ``benchmarks/results/oracle_children_r3.md``) at the cost of
+    rounding that can reorder near-tied channels; ``finetune`` always scores in float64.
 
     Every new candidate gets ``levels[0]``; of each generation's new candidates (every candidate but the elites),
     the best ``promote[i]`` fraction at ``levels[i]`` (rounded up) is evaluated at ``levels[i + 1]``. The default,
@@ -255,6 +258,7 @@ class FidelityConfig:
     recal_batches: int = 20
     recal_batch_size: int = 64
     feature_samples: int = 250
+    screen_dtype: Literal["float64", "float32"] = "float64"
 
     def __post_init__(self) -> None:
         if not self.levels:
@@ -269,6 +273,8 @@ class FidelityConfig:
         for fraction in self.promote:
             if not 0.0 < fraction <= 1.0:
                 raise ConfigError(f"fidelity.promote fractions must be in (0, 1], got {fraction!r}")
+        if self.screen_dtype not in ("float64", "float32"):
+            raise ConfigError(f"fidelity.screen_dtype must be float64 or float32, got {self.screen_dtype!r}")
         _at_least("fidelity.oracle_samples", self.oracle_samples, 1)
         _at_least("fidelity.oracle_ablations", self.oracle_ablations, 1)
         _at_least("fidelity.recal_batches", self.recal_batches, 1)

@@ -247,18 +247,20 @@ class FitnessJob:
     fidelity: str = "finetune"
 
 
-def checked_metric(formula: str, nonfinite: str) -> Any:
-    """The candidate as a metric; with ``nonfinite="fail"`` a NaN/inf score on a real layer fails it."""
+def checked_metric(formula: str, nonfinite: str, dtype: torch.dtype = torch.float64) -> Any:
+    """The candidate as a metric, evaluated in ``dtype``; with ``nonfinite="fail"`` a NaN/inf score on a real layer
+    fails it."""
     from evoprune.metrics import Metric
 
     tree = parse(formula)
-    if nonfinite == "allow":
+    if nonfinite == "allow" and dtype == torch.float64:
         return Metric.from_formula(tree, name="candidate")
 
     def checked(data: Any) -> torch.Tensor:
-        scores = evaluate(tree, stats=data.stats, features=data.features, labels=data.labels, weight=data.weight)
+        scores = evaluate(tree, stats=data.stats, features=data.features, labels=data.labels, weight=data.weight,
+                          dtype=dtype, layer=data.name)
         bad = ~torch.isfinite(scores)
-        if bool(bad.any()):
+        if nonfinite == "fail" and bool(bad.any()):
             raise CandidateError(f"non-finite scores for {int(bad.sum())} of {scores.numel()} channels of layer "
                                  f"{data.name!r}")
         return scores

@@ -111,7 +111,7 @@ class Screen:
         too_costly = affordable(parse(formula), bundle.layers, bundle.max_elements, bundle.max_operations)
         if too_costly is not None:
             raise CandidateError(f"not evaluated: the formula {too_costly}")
-        metric = checked_metric(formula, bundle.nonfinite)
+        metric = checked_metric(formula, bundle.nonfinite, getattr(torch, bundle.fidelity.screen_dtype))
         data = self.features() if metric.needs.features else self.stats
         self.scorer.scores = {name: metric.score(data[name]) for name in self.layers}
         self.importance.reset()

@@ -474,7 +474,8 @@ def _evaluate_materialised(tree, shapes, info: TreeInfo, env, features: Tensor, 
 _STREAMED_REDUCERS = frozenset({"g_mean", "sum", "var", "std"})
 
 
-#: A variance from moments below this fraction of the mean square is rounding (E[x²] − E[x]² cancels), not spread.
+#: A variance from moments below this fraction of the mean square is rounding (E[x²] − E[x]² cancels), not spread
+#: (in float32, below 64 units of its rounding instead).
 _MOMENT_VAR_RTOL = 1e-10
 
 
@@ -489,5 +490,5 @@ def _streamed(op: str, entries: Tensor, s1: Tensor, s2: Tensor) -> Tensor:
         return mu
     mean_sq = s2 / entries
     var = mean_sq - mu * mu
-    var = var.masked_fill(var <= _MOMENT_VAR_RTOL * mean_sq, 0.0)
+    var = var.masked_fill(var <= max(_MOMENT_VAR_RTOL, 64 * torch.finfo(var.dtype).eps) * mean_sq, 0.0)
     return var if op == "var" else var.sqrt()
