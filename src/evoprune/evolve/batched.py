@@ -279,7 +279,8 @@ def train_stacked(
     Returns one entry per member: its :class:`TrainResult` (per-epoch history, best epoch), or the TrainingError
     ``train.train`` would have raised for it (its model then holds the weights it diverged with, as there). A
     member's ``seconds`` is its share (1/K) of the batch's wall time; history ``seconds`` are the batch's elapsed
-    time. Raises ConfigError before any training if the models do not stack (see :func:`check_stackable`).
+    time. Raises ConfigError before any training if the models do not stack (see :func:`stack_models`; the check
+    of the stacked outputs also decides whether the members can share one input).
     """
     if len(seeds) != len(models):
         raise ConfigError(f"train_stacked needs one seed per model, got {len(seeds)} seeds for {len(models)} models")
