@@ -26,7 +26,8 @@ before; only the root may become the scalar ``0`` when its value is all zeros (i
 * a scalar ``s`` (one value per channel and class: constant over what a reducer reduces) leaves a reduction:
   ``var``/``std`` of ``x ± s`` or ``s − x`` are those of ``x``, ``var(s·x) = pow2(s)·var(x)``,
   ``std(s·x) = |s|·std(x)``, and ``g_mean``, ``mean``, ``sum`` and ``geo_median`` of ``s·x`` are ``s`` times
-  those of ``x``; ``g_mean``, ``mean`` and ``geo_median`` of ``x ± s`` (or ``s − x``) are those of ``x``
+  those of ``x`` (of ``x / s``: those of ``x`` divided by ``s``, by ``s`` twice for ``var``, by ``|s|`` for
+  ``std``; protected, all 0 where ``s`` is 0); ``g_mean``, ``mean`` and ``geo_median`` of ``x ± s`` (or ``s − x``) are those of ``x``
   shifted by ``s``, and a ridge (``rho1``, ``rho5``: a constant shift) leaves them the same way. These hold in real arithmetic and differ from the tree as written by rounding only (the
   rewritten form is the more accurate: ``s`` no longer cancels against itself); they are applied, unlike the
   rejected identities below, because they decide the cost: ``std(num(mQ)·(WI − …))`` as written broadcasts a
@@ -172,6 +173,8 @@ class _Rules:
         if op in _SCALAR_OUT_OF and isinstance(a, Call) and shapes[0].rank > 0:
             if a.op in ("add", "sub", "mul"):
                 return self._scalar_out_of(op, a)
+            if a.op == "div" and self.shape[a.args[1]].rank == 0:
+                return self._divisor_out_of(op, *a.args)
             if a.op in ("rho1", "rho5"):  # a ridge is a constant shift
                 return self._shift_out_of(op, a.op, a.args[0])
         return None
@@ -218,6 +221,14 @@ class _Rules:
             rest = self.call(op, (a, other) if i == 0 else (other, a))
             return self.call("mul", (s, rest))
         return None
+
+    def _divisor_out_of(self, op: str, x: Node, s: Node) -> Node:
+        """``op(x / s)`` for a scalar divisor ``s``: a factor ``1/s`` that comes out as a division (``std`` by
+        ``|s|``, ``var`` by ``s`` twice: ``pow2(s)`` could underflow to 0 where ``s`` does not); where ``s`` is 0
+        both forms are 0 (protected division)."""
+        if op == "var":
+            return self.call("div", (self.call("div", (self.call(op, (x,)), s)), s))
+        return self.call("div", (self.call(op, (x,)), self.call("abs", (s,)) if op == "std" else s))
 
     def _shift_out_of(self, op: str, ridge: str, x: Node) -> Node | None:
         """``op(rho(x))``: a spread ignores the ridge, a location carries it (``sum`` would add it K times)."""
