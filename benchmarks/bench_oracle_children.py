@@ -8,7 +8,9 @@ is measured on the run's own children: ``--formulas`` distinct formulas drawn (f
 at the ``oracle`` fidelity from generation ``--min-generation`` on, failures included. Each is scored on every task
 of the run with its cached oracle and layer data, in this one process with 1 torch thread, timing CPU seconds (on a
 shared machine wall time measures the neighbours). A candidate is one formula on all tasks, as in the run.
-``--screen-dtype float32`` scores in single precision (``fidelity.screen_dtype``) instead of the run's setting.
+``--set KEY=VALUE`` (repeatable) changes a setting of the run's configuration, e.g. ``--set
+fidelity.screen_dtype=float32`` (single precision), ``--set fidelity.feature_samples=50`` or ``--set
+operators.max_operations=1e9`` (a tighter cost limit: the candidates it refuses fail at once, as in a run).
 ``--label`` names the code measured (the current checkout, or an older one put first on ``PYTHONPATH``): each label
 is a row of ``benchmarks/results/oracle_children.{json,md}``, so two checkouts can be compared on the same sample.
 """
@@ -30,6 +32,7 @@ import evoprune
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import RESULTS, write_results
+from evoprune.config import parse_assignment
 from evoprune.device import machine
 from evoprune.evolve import config_from_dict, with_overrides
 from evoprune.evolve.fitness import FitnessJob, prepare_task
@@ -46,10 +49,10 @@ def sample(run_dir: Path, count: int, min_generation: int) -> list[str]:
     return keys[:count]
 
 
-def measure(run_dir: Path, keys: list[str], screen_dtype: str | None = None) -> dict[str, Any]:
+def measure(run_dir: Path, keys: list[str], overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     config = config_from_dict(json.loads((run_dir / "config.json").read_text()), source=str(run_dir))
-    if screen_dtype is not None:
-        config = with_overrides(config, {"fidelity.screen_dtype": screen_dtype})
+    if overrides:
+        config = with_overrides(config, overrides)
     tasks: dict[str, Any] = {}
     for task in config.tasks:
         bundle = prepare_task(task, config, run_dir / "models", oracle_dir=run_dir / "oracle").bundle
@@ -95,7 +98,7 @@ def markdown(payload: dict[str, Any]) -> str:
         lines.append(f"| {label} | **{row['candidates_per_cpu_second']:.1f}** | " + " | ".join(cells)
                      + f" | {failures} | {largest_difference(row, first):.2g} | {row['load_average']:.1f} |")
     lines += ["", "Load average: the mean of the 1-minute load before and after (this machine has 2 cores); the "
-              "machine per row is in `oracle_children.json`."]
+              "machine per row is in the JSON file beside this one."]
     return "\n".join(lines)
 
 
@@ -105,15 +108,18 @@ def main() -> None:
     parser.add_argument("--formulas", type=int, default=300)
     parser.add_argument("--min-generation", type=int, default=10)
     parser.add_argument("--label", default="current")
-    parser.add_argument("--screen-dtype", choices=("float64", "float32"), default=None,
-                        help="score in this precision instead of the run's fidelity.screen_dtype")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="change a setting of the run's configuration (repeatable), e.g. "
+                        "fidelity.screen_dtype=float32")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     torch.set_num_threads(1)
     keys = sample(args.run_dir, args.formulas, args.min_generation)
     start = time.perf_counter()
     load = os.getloadavg()[0]
-    row = {**measure(args.run_dir, keys, args.screen_dtype), "code": str(Path(evoprune.__file__).resolve().parent),
+    overrides = dict(parse_assignment(text) for text in args.overrides)
+    row = {**measure(args.run_dir, keys, overrides), "overrides": overrides,
+           "code": str(Path(evoprune.__file__).resolve().parent),
            "machine": machine(), "wall_s": time.perf_counter() - start,
            "load_average": (load + os.getloadavg()[0]) / 2}
     path = args.out / f"{NAME}.json"
