@@ -7,7 +7,9 @@ The run picked its hall of fame with the seeds it also selected on, so its best 
 winner's curse). Here every finalist, and every reference (the best seed function, ``eq3``, the library's evolved
 ``EP_Func1`` and ``EP_Func2``), is pruned and fine-tuned again with ``--seeds`` seeds the run never used, per task;
 fitness is the run's combination (the weighted geometric mean of validation accuracies) of the per-task means. The
-finalist with the best fresh fitness is the one to add to the library. Writes ``benchmarks/results/evolve_<preset>_finalists.{json,md}``.
+finalist with the best fresh fitness is the one to add to the library. Each function's seeds are drawn from its
+formula, so two functions never share seeds: the comparison is not paired. Writes
+``benchmarks/results/evolve_<preset>_finalists.{json,md}``.
 """
 
 from __future__ import annotations

@@ -238,9 +238,9 @@ class FidelityConfig:
       gradient step;
     - ``finetune``: validation accuracy after pruning with the schedule and fine-tuning (the paper's fitness).
 
-    At ``oracle`` and ``recal`` a formula is scored from moments of the task's whole scoring set; the few whose
-    simplified form reads raw feature maps (ten to a hundred times slower) see a class-balanced subset of
-    ``feature_samples`` of those images instead, which bounds a screen's cost and memory. ``screen_dtype`` is the
+    At ``oracle`` and ``recal`` a formula is scored from moments of the task's whole scoring set; those whose
+    simplified form reads raw feature maps (ten to a hundred times slower; most GP children late in a run) see a
+    class-balanced subset of ``feature_samples`` of those images instead, which bounds a screen's cost and memory. ``screen_dtype`` is the
     precision they evaluate formulas in: ``float32`` halves the memory traffic of the weight- and map-sized values
     GP children compute (about 1.3× faster on them, ``benchmarks/results/oracle_children_r3.md``) at the cost of
     rounding that can reorder near-tied channels; ``finetune`` always scores in float64.

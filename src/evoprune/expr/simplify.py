@@ -27,8 +27,8 @@ before; only the root may become the scalar ``0`` when its value is all zeros (i
   ``var``/``std`` of ``x ± s`` or ``s − x`` are those of ``x``, ``var(s·x) = pow2(s)·var(x)``,
   ``std(s·x) = |s|·std(x)``, and ``g_mean``, ``mean``, ``sum`` and ``geo_median`` of ``s·x`` are ``s`` times
   those of ``x`` (of ``x / s``: those of ``x`` divided by ``s``, by ``s`` twice for ``var``, by ``|s|`` for
-  ``std``; protected, all 0 where ``s`` is 0); ``g_mean``, ``mean`` and ``geo_median`` of ``x ± s`` (or ``s − x``) are those of ``x``
-  shifted by ``s``, and a ridge (``rho1``, ``rho5``: a constant shift) leaves them the same way. These hold in real arithmetic and differ from the tree as written by rounding only (the
+  ``std``; protected, all 0 where ``s`` is 0); ``g_mean``, ``mean`` and ``geo_median`` of ``x ± s`` (or
+  ``s − x``) are those of ``x`` shifted by ``s``, and a ridge (``rho1``, ``rho5``: a constant shift) leaves them the same way. These hold in real arithmetic and differ from the tree as written by rounding only (the
   rewritten form is the more accurate: ``s`` no longer cancels against itself); they are applied, unlike the
   rejected identities below, because they decide the cost: ``std(num(mQ)·(WI − …))`` as written broadcasts a
   per-class scalar over every weight of every channel (a ``[C, L, K]`` tensor), and GP children full of such
